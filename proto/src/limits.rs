@@ -23,3 +23,29 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 pub const MAX_SHORT_TEXT_LEN: usize = 256;
 /// Most entries in a custom body's metadata map.
 pub const MAX_METADATA_ENTRIES: usize = 64;
+
+/// WebSocket close codes the server uses, with the reason text it sends alongside.
+pub mod close {
+    /// Logout or an orderly close.
+    pub const NORMAL: u16 = 1000;
+    /// Server shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The first request was not `Hello`, or the peer broke the protocol repeatedly.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame: the protocol uses binary frames only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A frame over `MAX_FRAME_BYTES`.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An internal server failure.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// No successful authentication within the allowed time.
+    pub const AUTH_TIMEOUT: u16 = 4001;
+    /// No frame (not even a ping) within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4002;
+    /// The peer kept sending past its rate limit.
+    pub const FLOOD: u16 = 4003;
+    /// The peer does not read fast enough: its outbound queue is full.
+    pub const SLOW_CONSUMER: u16 = 4004;
+    /// Too many failed logins on one connection.
+    pub const TOO_MANY_FAILURES: u16 = 4005;
+}

@@ -1,0 +1,224 @@
+//! Messages, the per-user inbox (cursors), sync, history and receipts.
+//!
+//! Every durable event for a user is a row of `inbox` under a cursor that grows by exactly one per
+//! event of that user (`users.last_cursor`). Sending a message assigns the next per-conversation
+//! sequence number and appends one inbox row per member; (sender, client id) is unique, so a
+//! resend returns the original acknowledgement and appends nothing.
+
+use missive_proto::v1::{self, ConversationKind};
+use missive_proto::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use prost::Message as _;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::accounts::UserId;
+use super::conversations::{ConversationId, member_ids, require_member};
+use crate::error::ApiResult;
+
+/// A durable event for one user, to push to that user's live sessions after the commit.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub user: UserId,
+    pub event: v1::Event,
+}
+
+/// What a send produced.
+pub struct SendOutcome {
+    pub ack: v1::SendAck,
+    /// Inbox events to fan out (1:1 and groups).
+    pub deliveries: Vec<Delivery>,
+    /// For chat rooms: the message to fan out to the sessions present.
+    pub room_message: Option<(ConversationId, v1::Message)>,
+}
+
+fn next_cursor(conn: &Connection, user: UserId) -> ApiResult<u64> {
+    Ok(conn
+        .prepare_cached("UPDATE users SET last_cursor = last_cursor + 1 WHERE id = ?1 RETURNING last_cursor")?
+        .query_row([user], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// Appends a non-message event (receipt, membership change) to a user's inbox.
+pub fn append_event(conn: &Connection, user: UserId, kind: v1::event::Kind) -> ApiResult<Delivery> {
+    let cursor = next_cursor(conn, user)?;
+    let event = v1::Event { cursor, kind: Some(kind) };
+    conn.prepare_cached("INSERT INTO inbox (user_id, cursor, event) VALUES (?1, ?2, ?3)")?
+        .execute(params![user, cursor as i64, event.encode_to_vec()])?;
+    Ok(Delivery { user, event })
+}
+
+/// Stores a message once per (sender, client id) and appends it to the members' inboxes.
+pub fn send(
+    conn: &Connection,
+    me: UserId,
+    me_name: &str,
+    client_id: &str,
+    conv: ConversationId,
+    body: v1::MessageBody,
+    now: i64,
+) -> ApiResult<SendOutcome> {
+    let original: Option<(i64, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, conversation_id, seq, server_time_ms FROM messages WHERE sender_id = ?1 AND client_id = ?2",
+        )?
+        .query_row(params![me, client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    if let Some((id, conversation_id, seq, server_time_ms)) = original {
+        let ack = v1::SendAck {
+            client_id: client_id.to_owned(),
+            server_id: id as u64,
+            conversation_id: conversation_id as u64,
+            seq: seq as u64,
+            server_time_ms,
+            duplicate: true,
+        };
+        return Ok(SendOutcome { ack, deliveries: vec![], room_message: None });
+    }
+    let (kind, _) = require_member(conn, conv, me)?;
+    let seq: i64 = conn
+        .prepare_cached("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")?
+        .query_row([conv], |r| r.get(0))?;
+    conn.prepare_cached(
+        "INSERT INTO messages (conversation_id, seq, sender_id, client_id, body, server_time_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![conv, seq, me, client_id, body.encode_to_vec(), now])?;
+    let id = conn.last_insert_rowid();
+    // The sender has delivered and read its own message.
+    conn.prepare_cached(
+        "UPDATE members SET read_seq = ?3, delivered_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![conv, me, seq])?;
+
+    let message = v1::Message {
+        server_id: id as u64,
+        conversation_id: conv as u64,
+        seq: seq as u64,
+        sender: me_name.to_owned(),
+        client_id: client_id.to_owned(),
+        body: Some(body),
+        server_time_ms: now,
+    };
+    let ack = v1::SendAck {
+        client_id: client_id.to_owned(),
+        server_id: id as u64,
+        conversation_id: conv as u64,
+        seq: seq as u64,
+        server_time_ms: now,
+        duplicate: false,
+    };
+    if kind == ConversationKind::Room {
+        return Ok(SendOutcome { ack, deliveries: vec![], room_message: Some((conv, message)) });
+    }
+    let mut deliveries = vec![];
+    for user in member_ids(conn, conv)? {
+        let cursor = next_cursor(conn, user)?;
+        conn.prepare_cached("INSERT INTO inbox (user_id, cursor, message_id) VALUES (?1, ?2, ?3)")?
+            .execute(params![user, cursor as i64, id])?;
+        deliveries.push(Delivery { user, event: v1::Event { cursor, kind: Some(v1::event::Kind::Message(message.clone())) } });
+    }
+    Ok(SendOutcome { ack, deliveries, room_message: None })
+}
+
+fn page_size(limit: u32) -> u32 {
+    if limit == 0 { DEFAULT_PAGE_SIZE } else { limit.min(MAX_PAGE_SIZE) }
+}
+
+fn message_from_row(r: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<v1::Message> {
+    let body: Vec<u8> = r.get(base + 5)?;
+    Ok(v1::Message {
+        server_id: r.get::<_, i64>(base)? as u64,
+        conversation_id: r.get::<_, i64>(base + 1)? as u64,
+        seq: r.get::<_, i64>(base + 2)? as u64,
+        sender: r.get(base + 3)?,
+        client_id: r.get(base + 4)?,
+        body: v1::MessageBody::decode(body.as_slice()).ok(),
+        server_time_ms: r.get(base + 6)?,
+    })
+}
+
+/// Events of `me` with cursor > `since`, oldest first.
+pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<v1::SyncPage> {
+    let limit = page_size(limit);
+    let mut stmt = conn.prepare_cached(
+        "SELECT i.cursor, i.event, m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
+         FROM inbox i
+         LEFT JOIN messages m ON m.id = i.message_id
+         LEFT JOIN users u ON u.id = m.sender_id
+         WHERE i.user_id = ?1 AND i.cursor > ?2 ORDER BY i.cursor LIMIT ?3",
+    )?;
+    let mut events = stmt
+        .query_map(params![me, since as i64, limit as i64 + 1], |r| {
+            let cursor = r.get::<_, i64>(0)? as u64;
+            let blob: Option<Vec<u8>> = r.get(1)?;
+            let event = match blob {
+                Some(blob) => v1::Event::decode(blob.as_slice()).unwrap_or(v1::Event { cursor, kind: None }),
+                None => v1::Event { cursor, kind: Some(v1::event::Kind::Message(message_from_row(r, 2)?)) },
+            };
+            Ok(event)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = events.len() > limit as usize;
+    events.truncate(limit as usize);
+    let next_cursor = events.last().map_or(since, |e| e.cursor);
+    Ok(v1::SyncPage { events, has_more, next_cursor })
+}
+
+/// Messages of a conversation with seq < `before` (0: from the newest), newest first.
+pub fn history(conn: &Connection, me: UserId, conv: ConversationId, before: u64, limit: u32) -> ApiResult<v1::HistoryPage> {
+    require_member(conn, conv, me)?;
+    let limit = page_size(limit);
+    let before = if before == 0 { i64::MAX } else { before as i64 };
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
+         FROM messages m JOIN users u ON u.id = m.sender_id
+         WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
+    )?;
+    let mut messages = stmt
+        .query_map(params![conv, before, limit as i64 + 1], |r| message_from_row(r, 0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    Ok(v1::HistoryPage { messages, has_more })
+}
+
+/// Records a delivered or read receipt up to `seq` and tells every member (the user's own other
+/// devices included). Receipts never move backwards; a receipt that changes nothing is a no-op.
+pub fn receipt(
+    conn: &Connection,
+    me: UserId,
+    me_name: &str,
+    conv: ConversationId,
+    seq: u64,
+    kind: v1::ReceiptKind,
+    now: i64,
+) -> ApiResult<Vec<Delivery>> {
+    let (conv_kind, _) = require_member(conn, conv, me)?;
+    let last_seq: i64 =
+        conn.prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
+    let seq = (seq as i64).min(last_seq);
+    let sql = match kind {
+        v1::ReceiptKind::Read => {
+            "UPDATE members SET read_seq = ?3, delivered_seq = max(delivered_seq, ?3)
+             WHERE conversation_id = ?1 AND user_id = ?2 AND read_seq < ?3"
+        }
+        _ => {
+            "UPDATE members SET delivered_seq = ?3
+             WHERE conversation_id = ?1 AND user_id = ?2 AND delivered_seq < ?3"
+        }
+    };
+    let changed = conn.prepare_cached(sql)?.execute(params![conv, me, seq])?;
+    if changed == 0 || conv_kind == ConversationKind::Room {
+        return Ok(vec![]);
+    }
+    let receipt = v1::Receipt { conversation_id: conv as u64, user: me_name.to_owned(), kind: kind as i32, seq: seq as u64, at_ms: now };
+    member_ids(conn, conv)?
+        .into_iter()
+        .map(|user| append_event(conn, user, v1::event::Kind::Receipt(receipt.clone())))
+        .collect()
+}
+
+/// Checks membership and returns who should see a typing notification (everyone but `me`).
+pub fn typing_audience(conn: &Connection, me: UserId, conv: ConversationId) -> ApiResult<(ConversationKind, Vec<UserId>)> {
+    let (kind, _) = require_member(conn, conv, me)?;
+    let others = member_ids(conn, conv)?.into_iter().filter(|&u| u != me).collect();
+    Ok((kind, others))
+}

@@ -1,0 +1,64 @@
+//! `missive-server` binary: runs the reference server until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use missive_server::{Server, ServerConfig, TlsFiles};
+
+/// The Missive reference server: accounts, conversations, groups, chat rooms and durable
+/// messages over WebSocket + protobuf, stored in SQLite.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    listen: SocketAddr,
+    /// Directory for the database (created if missing).
+    #[arg(long, default_value = "missive-data")]
+    data: PathBuf,
+    /// PEM certificate chain; with --tls-key serves wss instead of ws.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Sustained requests per second allowed per connection.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = ServerConfig::new(args.listen, args.data);
+    config.limits.requests_per_second = args.rate;
+    config.limits.burst = args.rate.saturating_mul(2);
+    if let (Some(cert_chain), Some(private_key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsFiles { cert_chain, private_key });
+    }
+    let server = match Server::bind(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("missive-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("missive-server listening on {}", server.url());
+    shutdown_signal().await;
+    server.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,258 @@
+//! One WebSocket connection: the handshake, the read loop with its timeouts, rate limit and frame
+//! checks, and the writer task that drains the connection's outbound queue.
+//!
+//! A connection moves through three phases: it must first send `Hello` (version negotiation),
+//! then authenticate (`Register`, `Login` or `Resume`), then it may send everything else. Bad
+//! input gets an error reply when a reply can be addressed, or a close with a code from
+//! [`missive_proto::close`] otherwise; the server keeps serving everyone else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use missive_proto::v1::{self, ErrorCode, client_frame::Request, reply};
+use missive_proto::{CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION, close, codec};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+use crate::handlers::{self, Identity};
+use crate::hub::{ConnId, Outbound, Peer};
+use crate::ratelimit::TokenBucket;
+use crate::Ctx;
+
+/// Malformed frames tolerated on one connection before it is closed.
+const MAX_MALFORMED: u32 = 10;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) enum Phase {
+    AwaitHello,
+    AwaitAuth { failed_logins: u32 },
+    Authenticated(Arc<Identity>),
+}
+
+/// What the read loop does after a frame.
+pub(crate) enum Flow {
+    Continue,
+    Close(u16),
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::NORMAL => "bye",
+        close::GOING_AWAY => "server shutting down",
+        close::PROTOCOL_ERROR => "protocol error",
+        close::UNSUPPORTED_DATA => "binary frames only",
+        close::MESSAGE_TOO_BIG => "frame exceeds the size limit",
+        close::AUTH_TIMEOUT => "authentication timeout",
+        close::IDLE_TIMEOUT => "idle timeout",
+        close::FLOOD => "rate limit exceeded repeatedly",
+        close::SLOW_CONSUMER => "outbound queue full",
+        close::TOO_MANY_FAILURES => "too many failed logins",
+        _ => "closing",
+    }
+}
+
+pub(crate) async fn serve<S>(stream: S, remote: SocketAddr, ctx: Arc<Ctx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &ctx.config.limits;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let ws = match timeout(limits.auth_timeout, tokio_tungstenite::accept_async_with_config(stream, Some(ws_config))).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "websocket handshake timed out");
+            return;
+        }
+    };
+    let conn_id: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (sink, mut frames) = ws.split();
+    let (tx, rx) = mpsc::channel(limits.outbound_queue);
+    let peer = Peer::new(tx.clone());
+    let writer = tokio::spawn(write_loop(sink, rx, peer.clone(), limits.write_timeout));
+
+    let mut conn = Connection {
+        ctx: ctx.clone(),
+        peer: peer.clone(),
+        outbound: tx,
+        conn_id,
+        phase: Phase::AwaitHello,
+        bucket: TokenBucket::new(limits.requests_per_second, limits.burst, Instant::now()),
+        limited_in_a_row: 0,
+        malformed: 0,
+    };
+    let started = tokio::time::Instant::now();
+    tracing::debug!(%remote, conn_id, "connection open");
+    let code = loop {
+        let deadline = match conn.phase {
+            Phase::Authenticated(_) => tokio::time::Instant::now() + limits.idle_timeout,
+            _ => started + limits.auth_timeout,
+        };
+        let next = tokio::select! {
+            _ = peer.kill.cancelled() => break None,
+            _ = ctx.shutdown.cancelled() => break Some(close::GOING_AWAY),
+            next = tokio::time::timeout_at(deadline, frames.next()) => next,
+        };
+        let message = match next {
+            Err(_) => {
+                break Some(if matches!(conn.phase, Phase::Authenticated(_)) { close::IDLE_TIMEOUT } else { close::AUTH_TIMEOUT })
+            }
+            Ok(None) => break None,
+            Ok(Some(Err(WsError::Capacity(e)))) => {
+                tracing::debug!(conn_id, error = %e, "oversize frame");
+                break Some(close::MESSAGE_TOO_BIG);
+            }
+            Ok(Some(Err(WsError::Protocol(_) | WsError::Utf8(_)))) => break Some(close::PROTOCOL_ERROR),
+            Ok(Some(Err(_))) => break None,
+            Ok(Some(Ok(message))) => message,
+        };
+        let flow = match message {
+            Message::Binary(bytes) => conn.on_frame(&bytes).await,
+            Message::Text(_) => Flow::Close(close::UNSUPPORTED_DATA),
+            Message::Close(_) => break None,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
+        };
+        if let Flow::Close(code) = flow {
+            break Some(code);
+        }
+    };
+    if let Some(code) = code {
+        // Ordered after the replies already queued; falls back to an abrupt close.
+        if conn.outbound.try_send(Outbound::Close(code)).is_err() {
+            peer.close(code);
+        }
+    }
+    drop(conn.outbound);
+    if let Phase::Authenticated(identity) = &conn.phase {
+        handlers::on_disconnect(&ctx, identity.clone()).await;
+    }
+    if timeout(std::time::Duration::from_secs(2), writer).await.is_err() {
+        peer.close(close::GOING_AWAY);
+    }
+    tracing::debug!(conn_id, ?code, "connection closed");
+}
+
+async fn write_loop<W>(mut sink: W, mut rx: mpsc::Receiver<Outbound>, peer: Peer, write_timeout: std::time::Duration)
+where
+    W: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let code = loop {
+        let next = tokio::select! {
+            biased;
+            _ = peer.kill.cancelled() => break peer.close_code().unwrap_or(close::GOING_AWAY),
+            next = rx.recv() => next,
+        };
+        match next {
+            Some(Outbound::Frame(bytes)) => match timeout(write_timeout, sink.send(Message::Binary(bytes))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => break close::SLOW_CONSUMER,
+            },
+            Some(Outbound::Close(code)) => break code,
+            None => return,
+        }
+    };
+    let frame = CloseFrame { code: code.into(), reason: close_reason(code).into() };
+    let _ = timeout(std::time::Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    let _ = timeout(std::time::Duration::from_secs(1), sink.close()).await;
+}
+
+pub(crate) struct Connection {
+    pub ctx: Arc<Ctx>,
+    pub peer: Peer,
+    pub outbound: mpsc::Sender<Outbound>,
+    pub conn_id: ConnId,
+    pub phase: Phase,
+    bucket: TokenBucket,
+    limited_in_a_row: u32,
+    malformed: u32,
+}
+
+impl Connection {
+    async fn on_frame(&mut self, bytes: &[u8]) -> Flow {
+        let frame: v1::ClientFrame = match codec::decode(bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.malformed += 1;
+                let code = match e {
+                    CodecError::TooLarge { .. } => ErrorCode::TooLarge,
+                    CodecError::Malformed(_) => ErrorCode::MalformedFrame,
+                };
+                self.peer.error(0, v1::Error::new(code, e.to_string()));
+                return if self.malformed > MAX_MALFORMED { Flow::Close(close::PROTOCOL_ERROR) } else { Flow::Continue };
+            }
+        };
+        let rid = frame.request_id;
+        if let Err(wait) = self.bucket.try_take(Instant::now()) {
+            self.limited_in_a_row += 1;
+            if self.limited_in_a_row > self.ctx.config.limits.burst {
+                return Flow::Close(close::FLOOD);
+            }
+            let mut error = v1::Error::new(ErrorCode::RateLimited, "too many requests; slow down");
+            error.retry_after_ms = wait.as_millis().max(1) as u32;
+            self.peer.error(rid, error);
+            return Flow::Continue;
+        }
+        self.limited_in_a_row = 0;
+        let Some(request) = frame.request else {
+            self.peer.error(rid, v1::Error::new(ErrorCode::UnknownRequest, "unknown request kind"));
+            return Flow::Continue;
+        };
+        match (&mut self.phase, request) {
+            (_, Request::Ping(p)) => {
+                self.peer.reply(rid, reply::Result::Pong(v1::Pong { nonce: p.nonce, server_time_ms: crate::db::now_ms() }));
+                Flow::Continue
+            }
+            (Phase::AwaitHello, Request::Hello(hello)) => {
+                if hello.min_version <= PROTOCOL_VERSION && PROTOCOL_VERSION <= hello.max_version {
+                    self.peer.reply(rid, reply::Result::Hello(handlers::hello_ok(&self.ctx)));
+                    self.phase = Phase::AwaitAuth { failed_logins: 0 };
+                    Flow::Continue
+                } else {
+                    let msg = format!(
+                        "client speaks versions {}..={}, server speaks {PROTOCOL_VERSION}",
+                        hello.min_version, hello.max_version
+                    );
+                    self.peer.error(rid, v1::Error::new(ErrorCode::UnsupportedVersion, msg));
+                    Flow::Close(close::PROTOCOL_ERROR)
+                }
+            }
+            (Phase::AwaitHello, _) => {
+                self.peer.error(rid, v1::Error::new(ErrorCode::HandshakeRequired, "send Hello first"));
+                Flow::Close(close::PROTOCOL_ERROR)
+            }
+            (_, Request::Hello(_)) => {
+                self.peer.error(rid, v1::Error::new(ErrorCode::InvalidArgument, "Hello was already sent"));
+                Flow::Continue
+            }
+            (Phase::AwaitAuth { .. }, request @ (Request::Register(_) | Request::Login(_) | Request::Resume(_))) => {
+                handlers::authenticate(self, rid, request).await
+            }
+            (Phase::AwaitAuth { .. }, _) => {
+                self.peer.error(rid, v1::Error::new(ErrorCode::NotAuthenticated, "log in first"));
+                Flow::Continue
+            }
+            (Phase::Authenticated(_), Request::Register(_) | Request::Login(_) | Request::Resume(_)) => {
+                self.peer.error(rid, v1::Error::new(ErrorCode::AlreadyAuthenticated, "this connection is already authenticated"));
+                Flow::Continue
+            }
+            (Phase::Authenticated(identity), request) => {
+                let identity = identity.clone();
+                handlers::dispatch(self, identity, rid, request).await
+            }
+        }
+    }
+}
