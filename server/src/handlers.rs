@@ -325,12 +325,14 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 move |c| messages::send(c, me.user, &me.name, &r.client_id, conversation_id(r.conversation_id), body, now_ms()),
                 move |r| match r {
                     Ok(outcome) => {
-                        peer.reply(rid, reply::Result::Ack(outcome.ack));
+                        // Fan out first: once the sender holds the ack, every live recipient
+                        // session already has the event queued.
                         fan_out(&hub, &outcome.deliveries);
                         if let Some((room, message)) = outcome.room_message {
                             let event = v1::Ephemeral { kind: Some(v1::ephemeral::Kind::RoomMessage(message)) };
                             hub.notify_room(room, conn_id, &event);
                         }
+                        peer.reply(rid, reply::Result::Ack(outcome.ack));
                     }
                     Err(e) => peer.error(rid, e.into_wire()),
                 },
