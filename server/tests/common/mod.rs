@@ -120,6 +120,14 @@ impl Client {
         self.ws.send(message).await.expect("send");
     }
 
+    /// Sends a request; `None` when the connection is gone.
+    pub async fn try_send(&mut self, request: Request) -> Option<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = codec::encode(&v1::ClientFrame { request_id: id, request: Some(request) });
+        self.ws.send(Message::Binary(bytes.into())).await.ok().map(|_| id)
+    }
+
     /// Sends a request and returns its id without waiting.
     pub async fn send(&mut self, request: Request) -> u64 {
         let id = self.next_id;
@@ -152,6 +160,11 @@ impl Client {
                 false
             }
         }
+    }
+
+    /// The reply to `id` if it has arrived.
+    pub fn take_reply(&mut self, id: u64) -> Option<reply::Result> {
+        self.replies.remove(&id)
     }
 
     pub async fn wait_reply(&mut self, id: u64) -> reply::Result {
