@@ -64,7 +64,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &ctx.config.limits;
+    // Small buffers: tungstenite's default 128 KiB read buffer per connection would dominate the
+    // memory of many idle connections; they grow on demand up to the frame limit.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(MAX_FRAME_BYTES * 4)
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
     let ws = match timeout(limits.auth_timeout, tokio_tungstenite::accept_async_with_config(stream, Some(ws_config))).await {

@@ -219,3 +219,34 @@ async fn wss_with_a_verified_certificate_and_refusal_of_an_unknown_one() {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     assert!(tokio_tungstenite::client_async(format!("ws://{addr}"), tcp).await.is_err());
 }
+
+#[tokio::test]
+async fn logs_never_contain_passwords_or_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_missive-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let process = Process(child);
+    wait_listening(port).await;
+    let alice = Client::register(&url, "alice").await;
+    let token = alice.session.clone().unwrap().token;
+    let mut c = Client::connect(&url).await;
+    expect_session(c.request(v1::client_frame::Request::Resume(v1::Resume { token: token.clone(), device_id: "d".into() })).await);
+    let mut wrong = Client::connect(&url).await;
+    wrong.refused(v1::client_frame::Request::Login(v1::Login { username: "alice".into(), password: "wrong-password-123".into(), device_id: String::new() })).await;
+    drop(process);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("registered"), "debug logs were captured:\n{logs}");
+    for secret in [PASSWORD, token.as_str(), "wrong-password-123"] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs:\n{logs}");
+    }
+}
