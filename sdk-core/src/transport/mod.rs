@@ -1,0 +1,194 @@
+//! Transports: the boundary between the protocol-neutral engine and a wire protocol.
+//!
+//! A [`Transport`] opens an authenticated [`Link`]: two channels, [`Outgoing`] commands from the
+//! engine and [`Incoming`] events to it. The link is dead when its incoming channel ends; the
+//! engine then reconnects with backoff. Cursors, conversation ids and server ids are opaque
+//! strings, so a new backend (XMPP, a hosted provider, one written in Kotlin or Swift) is added
+//! by implementing this module's types, without touching the engine.
+
+pub mod native;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{Body, ConversationId, ConversationKind, Presence, ReceiptKind};
+
+/// How to authenticate a new link.
+#[derive(Clone)]
+pub enum Auth {
+    Register { username: String, password: String, device: String },
+    Login { username: String, password: String, device: String },
+    Token { token: String, device: String },
+}
+
+impl std::fmt::Debug for Auth {
+    // Never prints secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Register { username, device, .. } => write!(f, "Register({username}, {device})"),
+            Auth::Login { username, device, .. } => write!(f, "Login({username}, {device})"),
+            Auth::Token { device, .. } => write!(f, "Token({device})"),
+        }
+    }
+}
+
+/// What authentication granted.
+#[derive(Clone)]
+pub struct Grant {
+    pub username: String,
+    /// A new token to store for resuming (after register and login).
+    pub token: Option<String>,
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// Credentials or token refused: do not retry with them.
+    #[error("{0}")]
+    Auth(String),
+    /// The server refused a request.
+    #[error("{code}: {message}")]
+    Refused { code: String, message: String, retryable: bool },
+    /// Network or protocol failure: retry on a new link.
+    #[error("{0}")]
+    Io(String),
+    /// The link closed before an answer.
+    #[error("link closed")]
+    Closed,
+}
+
+impl From<TransportError> for crate::Error {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Auth(m) => crate::Error::AuthFailed(m),
+            TransportError::Refused { code, message, retryable } => crate::Error::Refused { code, message, retryable },
+            TransportError::Io(m) => crate::Error::Transport(m),
+            TransportError::Closed => crate::Error::Offline,
+        }
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, TransportError>>;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A conversation as the server describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteConversation {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    pub title: String,
+    pub members: Vec<String>,
+    pub last_seq: u64,
+    pub read_seq: u64,
+}
+
+/// A message as the server stored it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteMessage {
+    pub server_id: String,
+    pub conversation: ConversationId,
+    pub seq: u64,
+    pub sender: String,
+    pub client_id: String,
+    pub body: Body,
+    pub server_time_ms: i64,
+}
+
+/// A durable inbound event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteEventKind {
+    Message(RemoteMessage),
+    Receipt { conversation: ConversationId, user: String, kind: ReceiptKind, seq: u64 },
+    Membership { conversation: RemoteConversation, added: Vec<String>, removed: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteEvent {
+    /// Opaque; acknowledged after commit and passed back as `since` after a disconnect.
+    pub cursor: String,
+    pub kind: RemoteEventKind,
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub messages: Vec<RemoteMessage>,
+    pub has_more: bool,
+}
+
+/// Requests that get exactly one answer.
+pub enum Request {
+    CreateDirect { peer: String, reply: Reply<RemoteConversation> },
+    CreateGroup { title: String, members: Vec<String>, reply: Reply<RemoteConversation> },
+    AddMembers { conversation: ConversationId, members: Vec<String>, reply: Reply<RemoteConversation> },
+    RemoveMembers { conversation: ConversationId, members: Vec<String>, reply: Reply<RemoteConversation> },
+    ListConversations { reply: Reply<Vec<RemoteConversation>> },
+    CreateRoom { title: String, reply: Reply<RemoteConversation> },
+    JoinRoom { conversation: ConversationId, reply: Reply<RemoteConversation> },
+    LeaveRoom { conversation: ConversationId, reply: Reply<()> },
+    History { conversation: ConversationId, before_seq: Option<u64>, limit: u32, reply: Reply<HistoryPage> },
+    MarkRead { conversation: ConversationId, seq: u64, reply: Reply<()> },
+    Logout { reply: Reply<()> },
+}
+
+impl Request {
+    /// Answers the request with `error` (used when it cannot be sent).
+    pub fn fail(self, error: TransportError) {
+        match self {
+            Request::CreateDirect { reply, .. }
+            | Request::CreateGroup { reply, .. }
+            | Request::AddMembers { reply, .. }
+            | Request::RemoveMembers { reply, .. }
+            | Request::CreateRoom { reply, .. }
+            | Request::JoinRoom { reply, .. } => drop(reply.send(Err(error))),
+            Request::ListConversations { reply } => drop(reply.send(Err(error))),
+            Request::History { reply, .. } => drop(reply.send(Err(error))),
+            Request::LeaveRoom { reply, .. } | Request::MarkRead { reply, .. } | Request::Logout { reply } => {
+                drop(reply.send(Err(error)))
+            }
+        }
+    }
+}
+
+/// From the engine to the transport.
+pub enum Outgoing {
+    Send { client_id: String, conversation: ConversationId, body: Body },
+    /// Everything up to this cursor is committed locally.
+    AckCursor(String),
+    /// Events after `since`; answered with `Incoming::SyncPage`.
+    Sync { since: Option<String> },
+    MarkDelivered { conversation: ConversationId, seq: u64 },
+    Typing { conversation: ConversationId, active: bool },
+    SetPresence { presence: Presence, status: String },
+    Ping,
+    Request(Request),
+}
+
+/// From the transport to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Acked { client_id: String, server_id: String, conversation: ConversationId, seq: u64, server_time_ms: i64 },
+    Refused { client_id: String, code: String, message: String, retryable: bool },
+    SyncPage { events: Vec<RemoteEvent>, has_more: bool },
+    Live(RemoteEvent),
+    /// A chat-room message (not in the inbox).
+    RoomMessage(RemoteMessage),
+    Typing { conversation: ConversationId, user: String, active: bool },
+    Presence { user: String, presence: Presence, status: String },
+    Pong,
+}
+
+/// A live, authenticated connection.
+pub struct Link {
+    pub grant: Grant,
+    pub outgoing: mpsc::Sender<Outgoing>,
+    pub incoming: mpsc::Receiver<Incoming>,
+}
+
+/// A way to reach a server.
+pub trait Transport: Send + Sync + 'static {
+    /// Connects and authenticates.
+    fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>>;
+}

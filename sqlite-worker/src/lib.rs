@@ -1,0 +1,200 @@
+//! A dedicated thread that owns one SQLite connection and runs every job sent to it, with group
+//! commit.
+//!
+//! Jobs arrive over a bounded channel (backpressure on the callers). The thread drains what is
+//! queued (up to [`MAX_BATCH`] jobs), runs them in one transaction, each inside its own savepoint
+//! so that a failing job rolls back alone, commits once, and only then runs each job's
+//! completion with the job's result and whether the commit succeeded. Completions therefore see
+//! durable state, and they run in commit order on this one thread.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let conn = rusqlite::Connection::open_in_memory().unwrap();
+//! conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+//! let (worker, _closed) = missive_sqlite_worker::Worker::spawn(conn, "doc");
+//! let n: Result<i64, rusqlite::Error> = worker
+//!     .call(|c| {
+//!         c.execute("INSERT INTO t VALUES (1)", [])?;
+//!         c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+//!     })
+//!     .await
+//!     .unwrap();
+//! assert_eq!(n.unwrap(), 1);
+//! # });
+//! ```
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Jobs queued before submitters wait.
+const QUEUE: usize = 8192;
+
+type Completion = Box<dyn FnOnce(bool) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// The worker thread has stopped; the job did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// A cheap, clonable handle to the worker thread.
+#[derive(Clone)]
+pub struct Worker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Worker {
+    /// Starts the thread. The receiver fires once the thread has committed its last batch and
+    /// dropped the connection, which happens when every `Worker` handle is gone.
+    pub fn spawn(conn: Connection, name: &str) -> (Worker, oneshot::Receiver<()>) {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let (closed_tx, closed_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                run(&conn, rx);
+                drop(conn);
+                let _ = closed_tx.send(());
+            })
+            .expect("spawn the SQLite worker thread");
+        (Worker { jobs }, closed_rx)
+    }
+
+    /// Runs `work` on the worker thread; `done` runs there too after the commit, with the result
+    /// and whether the batch committed. `Err(Stopped)` (and `done` never runs) if the thread is
+    /// gone.
+    pub async fn submit<T, E, W, D>(&self, work: W, done: D) -> Result<(), Stopped>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        W: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        D: FnOnce(Result<T, E>, bool) + Send + 'static,
+    {
+        let permit = self.jobs.reserve().await.map_err(|_| Stopped)?;
+        permit.send(Box::new(move |conn| {
+            let result = work(conn);
+            let ok = result.is_ok();
+            (ok, Box::new(move |committed| done(result, committed)))
+        }));
+        Ok(())
+    }
+
+    /// Runs `work` and waits for its result. A result whose batch failed to commit is returned as
+    /// `Err(Stopped)` too: the caller cannot rely on it.
+    pub async fn call<T, E, W>(&self, work: W) -> Result<Result<T, E>, Stopped>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        W: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.submit(work, move |r, committed| {
+            let _ = tx.send(if committed { Some(r) } else { None });
+        })
+        .await?;
+        rx.await.ok().flatten().ok_or(Stopped)
+    }
+}
+
+fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_batch(conn, &mut batch, &mut completions);
+        for completion in completions.drain(..) {
+            completion(committed);
+        }
+    }
+}
+
+/// Runs one batch in one transaction; returns whether it committed.
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>, completions: &mut Vec<Completion>) -> bool {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "cannot begin a transaction");
+        completions.extend(batch.drain(..).map(|job| job(conn).1));
+        return false;
+    }
+    for job in batch.drain(..) {
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let (ok, completion) = job(conn);
+        completions.push(completion);
+        if savepoint.is_ok() {
+            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "savepoint failure");
+            }
+        }
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed; the batch is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker() -> Worker {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER UNIQUE)").unwrap();
+        Worker::spawn(conn, "test").0
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_alone() {
+        let w = worker();
+        let mut results = vec![];
+        for x in [1, 1, 2] {
+            let (tx, rx) = oneshot::channel();
+            w.submit(
+                move |c| c.execute("INSERT INTO t VALUES (?1)", [x]),
+                move |r: Result<usize, rusqlite::Error>, committed| {
+                    let _ = tx.send((r.is_ok(), committed));
+                },
+            )
+            .await
+            .unwrap();
+            results.push(rx);
+        }
+        let mut outcomes = vec![];
+        for rx in results {
+            outcomes.push(rx.await.unwrap());
+        }
+        assert_eq!(outcomes, vec![(true, true), (false, true), (true, true)]);
+        let n: i64 = w.call(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))).await.unwrap().unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn completions_run_in_submission_order() {
+        let w = worker();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let mut last = None;
+        for i in 0..100 {
+            let order = order.clone();
+            let (tx, rx) = oneshot::channel();
+            w.submit(move |_| Ok::<_, ()>(i), move |r, _| {
+                order.lock().unwrap().push(r.unwrap());
+                let _ = tx.send(());
+            })
+            .await
+            .unwrap();
+            last = Some(rx);
+        }
+        last.unwrap().await.unwrap();
+        assert_eq!(*order.lock().unwrap(), (0..100).collect::<Vec<_>>());
+    }
+}
