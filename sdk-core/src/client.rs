@@ -1,0 +1,367 @@
+//! The public handle: cheap to clone, every call goes to the store (reads, the local echo) or to
+//! the engine task (network). Sending commits the local echo and its outbox row in one
+//! transaction before returning; the engine transmits afterwards.
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::ClientConfig;
+use crate::engine::{Boot, Command, Engine, Hint};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventStream};
+use crate::model::{Body, ConnectionState, Conversation, Message, MessageId, MessagePage, Presence};
+use crate::store::{Store, conversations, messages, settings};
+use crate::transport::{Auth, Outgoing, RemoteConversation, Reply, Request, TransportError};
+
+/// A Missive client. See the crate documentation for an example.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    store: Store,
+    events: broadcast::Sender<Event>,
+    state: watch::Receiver<ConnectionState>,
+    device: String,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.try_send(Command::Shutdown { reply });
+    }
+}
+
+impl Client {
+    /// Opens the store and starts the engine on the current tokio runtime. If the store holds a
+    /// session, the client reconnects with it at once, without asking for the password.
+    pub async fn open(config: ClientConfig) -> Result<Client> {
+        let store = Store::open(&config.store)?;
+        let boot = store
+            .call(|c| {
+                Ok(Boot {
+                    username: settings::get(c, settings::USERNAME)?,
+                    token: settings::get(c, settings::TOKEN)?,
+                    cursor: settings::get(c, settings::CURSOR)?,
+                    outbox: messages::load_outbox(c)?,
+                })
+            })
+            .await?;
+        let (commands, rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(4096);
+        let initial = ConnectionState::Connecting;
+        let (state_tx, state) = watch::channel(initial);
+        let device = config.device_id.clone();
+        let engine = Engine::new(config, store.clone(), boot, rx, events.clone(), state_tx);
+        tokio::spawn(engine.run());
+        Ok(Client { inner: Arc::new(Inner { commands, store, events, state, device }) })
+    }
+
+    async fn command(&self, command: Command) -> Result<()> {
+        self.inner.commands.send(command).await.map_err(|_| Error::Stopped)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.command(make(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Creates an account and logs in. The session is stored for later starts.
+    pub async fn register(&self, username: &str, password: &str) -> Result<()> {
+        let auth = Auth::Register { username: username.into(), password: password.into(), device: self.inner.device.clone() };
+        self.ask(|reply| Command::Authenticate { auth, reply }).await.map(|_| ())
+    }
+
+    /// Logs in. A wrong password gives `Error::AuthFailed` and the state `AuthFailed`.
+    pub async fn login(&self, username: &str, password: &str) -> Result<()> {
+        let auth = Auth::Login { username: username.into(), password: password.into(), device: self.inner.device.clone() };
+        self.ask(|reply| Command::Authenticate { auth, reply }).await.map(|_| ())
+    }
+
+    /// Revokes the session on the server (when reachable) and forgets it locally. Unsent messages
+    /// stay in the store and are sent after the next login of the same user.
+    pub async fn logout(&self) -> Result<()> {
+        self.ask(|reply| Command::Logout { reply }).await
+    }
+
+    /// The logged-in user, if any.
+    pub async fn username(&self) -> Result<Option<String>> {
+        self.inner.store.call(|c| settings::get(c, settings::USERNAME)).await
+    }
+
+    async fn me(&self) -> Result<String> {
+        self.username().await?.ok_or(Error::NotLoggedIn)
+    }
+
+    /// The current connection state.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// Waits until the connection state satisfies `pred`, and returns it.
+    pub async fn wait_for_state(&self, pred: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
+        let mut rx = self.inner.state.clone();
+        let state = rx.wait_for(|s| pred(s)).await.map(|s| s.clone());
+        state.unwrap_or_else(|_| self.connection_state())
+    }
+
+    /// All events from now on, starting with the current connection state.
+    pub fn subscribe(&self) -> EventStream {
+        let rx = self.inner.events.subscribe();
+        EventStream::new(self.connection_state(), rx)
+    }
+
+    // ---- conversations -------------------------------------------------------------------
+
+    /// Conversations from the local cache, most recently active first, with last message and
+    /// unread count.
+    pub async fn conversations(&self) -> Result<Vec<Conversation>> {
+        self.inner.store.call(conversations::list).await
+    }
+
+    pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let id = id.to_owned();
+        self.inner.store.call(move |c| conversations::get(c, &id)).await
+    }
+
+    async fn remote<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Request(make(tx))).await?;
+        match rx.await {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(TransportError::Closed.into()),
+        }
+    }
+
+    async fn store_conversation(&self, remote: RemoteConversation) -> Result<Conversation> {
+        let me = self.me().await?;
+        let conversation = self.inner.store.call(move |c| conversations::upsert(c, &me, &remote, crate::now_ms())).await?;
+        let _ = self.inner.events.send(Event::ConversationChanged(conversation.clone()));
+        Ok(conversation)
+    }
+
+    /// Opens (or finds) the 1:1 conversation with `peer`. Needs a connection.
+    pub async fn create_direct(&self, peer: &str) -> Result<Conversation> {
+        let peer = peer.to_owned();
+        let remote = self.remote(|reply| Request::CreateDirect { peer, reply }).await?;
+        self.store_conversation(remote).await
+    }
+
+    /// Creates a group with this user as owner. Needs a connection.
+    pub async fn create_group(&self, title: &str, members: &[&str]) -> Result<Conversation> {
+        let (title, members) = (title.to_owned(), members.iter().map(|m| m.to_string()).collect());
+        let remote = self.remote(|reply| Request::CreateGroup { title, members, reply }).await?;
+        self.store_conversation(remote).await
+    }
+
+    pub async fn add_members(&self, conversation: &str, members: &[&str]) -> Result<Conversation> {
+        let (conversation, members) = (conversation.to_owned(), members.iter().map(|m| m.to_string()).collect());
+        let remote = self.remote(|reply| Request::AddMembers { conversation, members, reply }).await?;
+        self.store_conversation(remote).await
+    }
+
+    pub async fn remove_members(&self, conversation: &str, members: &[&str]) -> Result<Conversation> {
+        let (conversation, members) = (conversation.to_owned(), members.iter().map(|m| m.to_string()).collect());
+        let remote = self.remote(|reply| Request::RemoveMembers { conversation, members, reply }).await?;
+        self.store_conversation(remote).await
+    }
+
+    /// Creates a chat room and joins it.
+    pub async fn create_room(&self, title: &str) -> Result<Conversation> {
+        let title = title.to_owned();
+        let remote = self.remote(|reply| Request::CreateRoom { title, reply }).await?;
+        self.store_conversation(remote).await
+    }
+
+    /// Joins a chat room; the client rejoins it after every reconnect until `leave_room`.
+    pub async fn join_room(&self, room: &str) -> Result<Conversation> {
+        let conversation = room.to_owned();
+        let remote = self.remote(|reply| Request::JoinRoom { conversation, reply }).await?;
+        self.store_conversation(remote).await
+    }
+
+    pub async fn leave_room(&self, room: &str) -> Result<()> {
+        let conversation = room.to_owned();
+        self.remote(|reply| Request::LeaveRoom { conversation: conversation.clone(), reply }).await?;
+        self.inner.store.call(move |c| conversations::set_active(c, &conversation, false)).await
+    }
+
+    /// Marks everything in the conversation read: the unread count drops to zero at once, and the
+    /// read receipt reaches the server now or after the next reconnect.
+    pub async fn mark_read(&self, conversation: &str) -> Result<()> {
+        let id = conversation.to_owned();
+        let moved = self.inner.store.call(move |c| Ok((conversations::mark_read(c, &id)?, conversations::get(c, &id)?))).await?;
+        if let (Some(seq), Some(c)) = moved {
+            let _ = self.inner.events.send(Event::ConversationChanged(c));
+            self.command(Command::MarkRead { conversation: conversation.to_owned(), seq }).await?;
+        }
+        Ok(())
+    }
+
+    /// Saves (or clears) the draft of a conversation.
+    pub async fn set_draft(&self, conversation: &str, draft: Option<&str>) -> Result<Conversation> {
+        let (id, draft) = (conversation.to_owned(), draft.map(str::to_owned));
+        let c = self.inner.store.call(move |c| conversations::set_draft(c, &id, draft.as_deref())).await?;
+        let _ = self.inner.events.send(Event::ConversationChanged(c.clone()));
+        Ok(c)
+    }
+
+    // ---- messages ------------------------------------------------------------------------
+
+    /// Sends a message. Returns the local echo (state `Pending`) once it and its outbox row are
+    /// committed; from then on nothing loses it, not even a process kill.
+    pub async fn send(&self, conversation: &str, body: Body) -> Result<Message> {
+        validate_body(&body)?;
+        let client_id = uuid::Uuid::now_v7().to_string();
+        let (conv, cid, b) = (conversation.to_owned(), client_id.clone(), body.clone());
+        let (message, order) = self
+            .inner
+            .store
+            .call(move |c| {
+                let me = settings::get(c, settings::USERNAME)?.ok_or(Error::NotLoggedIn)?;
+                messages::insert_outgoing(c, &me, &conv, &cid, &b, crate::now_ms())
+            })
+            .await?;
+        let _ = self.inner.events.send(Event::MessageAdded(message.clone()));
+        self.command(Command::Enqueue { client_id, conversation: conversation.to_owned(), body, order }).await?;
+        Ok(message)
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&self, conversation: &str, text: &str) -> Result<Message> {
+        self.send(conversation, Body::Text(text.to_owned())).await
+    }
+
+    async fn own_client_id(&self, id: &str) -> Result<String> {
+        let me = self.me().await?;
+        match id.split_once(':') {
+            Some((sender, client_id)) if sender == me => Ok(client_id.to_owned()),
+            _ => Err(Error::InvalidArgument(format!("{id} is not a message of {me}"))),
+        }
+    }
+
+    /// Sends a failed message again.
+    pub async fn retry(&self, id: &MessageId) -> Result<Message> {
+        let client_id = self.own_client_id(id).await?;
+        let me = self.me().await?;
+        let cid = client_id.clone();
+        let m = self.inner.store.call(move |c| messages::retry_failed(c, &me, &cid)).await?;
+        let _ = self.inner.events.send(Event::MessageUpdated(m.clone()));
+        self.command(Command::Retry { client_id }).await?;
+        Ok(m)
+    }
+
+    /// Cancels a message that is not on the wire yet.
+    pub async fn cancel(&self, id: &MessageId) -> Result<Message> {
+        let client_id = self.own_client_id(id).await?;
+        self.ask(|reply| Command::Cancel { client_id, reply }).await
+    }
+
+    /// Changes the body of a message that is not on the wire yet.
+    pub async fn edit(&self, id: &MessageId, body: Body) -> Result<Message> {
+        validate_body(&body)?;
+        let client_id = self.own_client_id(id).await?;
+        self.ask(|reply| Command::Edit { client_id, body, reply }).await
+    }
+
+    /// A page of messages, newest first, before `before_seq` (`None`: the newest, local echoes
+    /// included). Served from the cache; when the cache has a gap or runs short, the missing
+    /// page is fetched from the server and stitched in (no duplicates, no gaps).
+    pub async fn messages(&self, conversation: &str, before_seq: Option<u64>, limit: u32) -> Result<MessagePage> {
+        let limit = limit.clamp(1, missive_proto::MAX_PAGE_SIZE);
+        let conv = self.conversation(conversation).await?.ok_or_else(|| Error::NotFound(format!("conversation {conversation}")))?;
+        let id = conversation.to_owned();
+        let load = move |store: Store, id: String| async move {
+            store
+                .call(move |c| {
+                    let page = messages::page(c, &id, before_seq, limit)?;
+                    let last_seq: i64 = c.query_row("SELECT last_seq FROM conversations WHERE id = ?1", [&id], |r| r.get(0))?;
+                    Ok((page, last_seq as u64))
+                })
+                .await
+        };
+        let (mut page, last_seq) = load(self.inner.store.clone(), id.clone()).await?;
+        if !complete(&page, before_seq, last_seq, limit) {
+            let request_id = id.clone();
+            let fetched = self
+                .remote(|reply| Request::History { conversation: request_id, before_seq, limit, reply })
+                .await;
+            match fetched {
+                Ok(history) => {
+                    let me = self.me().await?;
+                    self.inner
+                        .store
+                        .call(move |c| {
+                            for m in &history.messages {
+                                messages::apply_remote(c, &me, m, conv.kind)?;
+                            }
+                            Ok(())
+                        })
+                        .await?;
+                    page = load(self.inner.store.clone(), id).await?.0;
+                }
+                Err(e) if e.is_retryable() => {} // offline: serve what the cache has
+                Err(e) => return Err(e),
+            }
+        }
+        let lowest = page.iter().filter_map(|m| m.seq).min();
+        Ok(MessagePage { has_more: lowest.is_some_and(|s| s > 1), next_before_seq: lowest, messages: page })
+    }
+
+    /// Tells the members that this user is (or stopped) typing.
+    pub async fn set_typing(&self, conversation: &str, active: bool) -> Result<()> {
+        self.command(Command::Ephemeral(Outgoing::Typing { conversation: conversation.to_owned(), active })).await
+    }
+
+    pub async fn set_presence(&self, presence: Presence, status: &str) -> Result<()> {
+        self.command(Command::Ephemeral(Outgoing::SetPresence { presence, status: status.to_owned() })).await
+    }
+
+    // ---- hints from the app ---------------------------------------------------------------
+
+    /// The OS reports connectivity: reconnect now, backoff reset.
+    pub async fn network_available(&self) -> Result<()> {
+        self.command(Command::Hint(Hint::NetworkAvailable)).await
+    }
+
+    /// The OS reports no connectivity: drop the link and wait for `network_available`.
+    pub async fn network_lost(&self) -> Result<()> {
+        self.command(Command::Hint(Hint::NetworkLost)).await
+    }
+
+    /// The app came to the foreground: reconnect now if disconnected.
+    pub async fn foreground(&self) -> Result<()> {
+        self.command(Command::Hint(Hint::Foreground)).await
+    }
+
+    pub async fn background(&self) -> Result<()> {
+        self.command(Command::Hint(Hint::Background)).await
+    }
+
+    /// Stops the engine and closes the link. Pending messages stay in the store.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.commands.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Whether a cached page is contiguous from the top (`before_seq - 1`, or the newest) down to
+/// `limit` messages or to the first message of the conversation.
+fn complete(page: &[Message], before_seq: Option<u64>, last_seq: u64, limit: u32) -> bool {
+    let acked: Vec<u64> = page.iter().filter_map(|m| m.seq).collect();
+    let top = before_seq.map_or(last_seq, |b| b.saturating_sub(1));
+    let contiguous = acked.iter().enumerate().all(|(i, s)| top.checked_sub(i as u64) == Some(*s));
+    let reaches_start = acked.last().map_or(top == 0, |s| *s == 1);
+    contiguous && (page.len() >= limit as usize || reaches_start)
+}
+
+fn validate_body(body: &Body) -> Result<()> {
+    let proto = crate::wire::body_to_proto(body);
+    missive_proto::validate::body(Some(&proto)).map_err(|e| Error::InvalidArgument(e.to_string()))
+}

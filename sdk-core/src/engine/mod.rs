@@ -1,0 +1,674 @@
+//! The engine: one task per client owns the live link, the timers and the state machines
+//! (backoff, outbox, sync). The public `Client` is a handle that talks to it over a channel.
+//!
+//! Its loop: while disconnected, wait out the backoff (or a hint from the app) and connect with
+//! the stored token; once connected, resend the outbox in order, sync from the last committed
+//! cursor, then go live. Inbound traffic is applied in batches: everything already queued on the
+//! link is committed in one store transaction (events and cursor together), then acknowledged,
+//! then published to the app. A missing heartbeat, a closed socket or a network-lost hint drops
+//! the link and the cycle starts again; a refused credential stops it (`AuthFailed`).
+
+pub mod backoff;
+pub mod outbox;
+pub mod sync;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::model::{Body, ConnectionState, ConversationKind, DisconnectReason, Message, ReceiptKind};
+use crate::store::{Store, conversations, messages, settings};
+use crate::transport::{Auth, Incoming, Link, Outgoing, RemoteEvent, RemoteEventKind, Request, TransportError};
+use backoff::Backoff;
+use outbox::{ChangeError, Outbox};
+use sync::{SyncState, SyncStep};
+
+/// Most inbound items applied in one store transaction.
+const MAX_INBOUND_BATCH: usize = 2048;
+
+/// Hints from the app about the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    NetworkAvailable,
+    NetworkLost,
+    Foreground,
+    Background,
+}
+
+pub(crate) enum Command {
+    Authenticate { auth: Auth, reply: oneshot::Sender<Result<String>> },
+    Logout { reply: oneshot::Sender<Result<()>> },
+    Enqueue { client_id: String, conversation: String, body: Body, order: i64 },
+    Retry { client_id: String },
+    Cancel { client_id: String, reply: oneshot::Sender<Result<Message>> },
+    Edit { client_id: String, body: Body, reply: oneshot::Sender<Result<Message>> },
+    Request(Request),
+    Ephemeral(Outgoing),
+    MarkRead { conversation: String, seq: u64 },
+    Hint(Hint),
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// What the session store says at start.
+pub(crate) struct Boot {
+    pub username: Option<String>,
+    pub token: Option<String>,
+    pub cursor: Option<String>,
+    pub outbox: Vec<messages::Unsent>,
+}
+
+struct LiveLink {
+    outgoing: mpsc::Sender<Outgoing>,
+    incoming: mpsc::Receiver<Incoming>,
+    last_heard: Instant,
+    last_sent: Instant,
+}
+
+pub(crate) struct Engine {
+    config: ClientConfig,
+    store: Store,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Event>,
+    state: watch::Sender<ConnectionState>,
+    me: Option<String>,
+    token: Option<String>,
+    backoff: Backoff,
+    outbox: Outbox,
+    sync: SyncState,
+    link: Option<LiveLink>,
+    next_attempt: Instant,
+    network_up: bool,
+    auth_failed: bool,
+    stopped: bool,
+}
+
+/// Whether a command should end the current wait (backoff sleep or connect attempt).
+#[derive(PartialEq, Eq)]
+enum Wake {
+    Keep,
+    Interrupt,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        config: ClientConfig,
+        store: Store,
+        boot: Boot,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<Event>,
+        state: watch::Sender<ConnectionState>,
+    ) -> Self {
+        let mut outbox = Outbox::new(config.send_window);
+        for u in boot.outbox {
+            outbox.push(u.client_id.clone(), u.conversation, u.body, u.order);
+            if u.failed {
+                outbox.on_refused(&u.client_id, false);
+            }
+        }
+        Engine {
+            backoff: Backoff::new(config.backoff, config.seed),
+            config,
+            store,
+            commands,
+            events,
+            state,
+            me: boot.username,
+            token: boot.token,
+            outbox,
+            sync: SyncState::new(boot.cursor),
+            link: None,
+            next_attempt: Instant::now(),
+            network_up: true,
+            auth_failed: false,
+            stopped: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        while !self.stopped {
+            if self.link.is_some() {
+                self.run_connected().await;
+            } else {
+                self.run_disconnected().await;
+            }
+        }
+    }
+
+    fn publish_state(&self, state: ConnectionState) {
+        if *self.state.borrow() != state {
+            tracing::debug!(?state, "connection state");
+            self.state.send_replace(state.clone());
+            let _ = self.events.send(Event::ConnectionChanged(state));
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn disconnected_reason(&self) -> Option<DisconnectReason> {
+        if self.token.is_none() {
+            Some(if self.me.is_some() { DisconnectReason::LoggedOut } else { DisconnectReason::NotLoggedIn })
+        } else if !self.network_up {
+            Some(DisconnectReason::NetworkLost)
+        } else {
+            None
+        }
+    }
+
+    async fn run_disconnected(&mut self) {
+        if self.auth_failed {
+            self.idle_until_command().await;
+            return;
+        }
+        if let Some(reason) = self.disconnected_reason() {
+            self.publish_state(ConnectionState::Disconnected { reason });
+            self.idle_until_command().await;
+            return;
+        }
+        let now = Instant::now();
+        if self.next_attempt > now {
+            self.publish_state(ConnectionState::Reconnecting { attempt: self.backoff.attempt(), next_in: self.next_attempt - now });
+            let sleep = tokio::time::sleep_until(self.next_attempt);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    command = self.commands.recv() => {
+                        if self.on_command_or_stop(command).await == Wake::Interrupt {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        self.publish_state(ConnectionState::Connecting);
+        let token = self.token.clone().expect("checked above");
+        let connecting = self.config.transport.connect(Auth::Token { token, device: self.config.device_id.clone() });
+        tokio::pin!(connecting);
+        let result = loop {
+            tokio::select! {
+                result = &mut connecting => break result,
+                command = self.commands.recv() => {
+                    if self.on_command_or_stop(command).await == Wake::Interrupt {
+                        return;
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(link) => self.attach(link).await,
+            Err(TransportError::Auth(message)) => {
+                tracing::warn!(%message, "stored session refused");
+                self.auth_failed = true;
+                self.publish_state(ConnectionState::AuthFailed { message });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connect failed");
+                self.schedule_reconnect();
+            }
+        }
+    }
+
+    async fn idle_until_command(&mut self) {
+        let command = self.commands.recv().await;
+        self.on_command_or_stop(command).await;
+    }
+
+    async fn on_command_or_stop(&mut self, command: Option<Command>) -> Wake {
+        match command {
+            Some(c) => self.on_command(c).await,
+            None => {
+                // Every Client handle is gone.
+                self.stopped = true;
+                Wake::Interrupt
+            }
+        }
+    }
+
+    fn schedule_reconnect(&mut self) {
+        let delay = self.backoff.next_delay();
+        self.next_attempt = Instant::now() + delay;
+        self.publish_state(ConnectionState::Reconnecting { attempt: self.backoff.attempt(), next_in: delay });
+    }
+
+    /// A link is up: resend, resync, rejoin, then live traffic.
+    async fn attach(&mut self, link: Link) {
+        let now = Instant::now();
+        self.backoff.on_connected(now.into_std());
+        self.link = Some(LiveLink { outgoing: link.outgoing, incoming: link.incoming, last_heard: now, last_sent: now });
+        self.publish_state(ConnectionState::Connected);
+        self.outbox.on_disconnect();
+        let SyncStep::Request { since } = self.sync.on_connected() else { unreachable!("a new link always syncs first") };
+        self.send_link(Outgoing::Sync { since }).await;
+        self.pump_outbox().await;
+        let pending = self.store.call(|c| Ok((conversations::active_rooms(c)?, conversations::unsynced_reads(c)?))).await;
+        if let Ok((rooms, reads)) = pending {
+            for room in rooms {
+                let (reply, _) = oneshot::channel();
+                self.send_link(Outgoing::Request(Request::JoinRoom { conversation: room, reply })).await;
+            }
+            for (conversation, seq) in reads {
+                self.send_read(conversation, seq).await;
+            }
+        }
+    }
+
+    fn detach(&mut self, why: &str) {
+        if self.link.take().is_none() {
+            return;
+        }
+        tracing::debug!(why, "link dropped");
+        self.outbox.on_disconnect();
+        self.sync.on_disconnected();
+        self.backoff.on_disconnected(Instant::now().into_std());
+        if self.disconnected_reason().is_none() && !self.stopped {
+            self.schedule_reconnect();
+        }
+    }
+
+    async fn send_link(&mut self, outgoing: Outgoing) {
+        if let Some(link) = &mut self.link {
+            link.last_sent = Instant::now();
+            if let Err(mpsc::error::SendError(outgoing)) = link.outgoing.send(outgoing).await {
+                if let Outgoing::Request(r) = outgoing {
+                    r.fail(TransportError::Closed);
+                }
+            }
+        } else if let Outgoing::Request(r) = outgoing {
+            r.fail(TransportError::Closed);
+        }
+    }
+
+    async fn pump_outbox(&mut self) {
+        if self.link.is_none() {
+            return;
+        }
+        while let Some(entry) = self.outbox.next_to_send() {
+            let send = Outgoing::Send { client_id: entry.client_id.clone(), conversation: entry.conversation.clone(), body: entry.body.clone() };
+            self.send_link(send).await;
+        }
+    }
+
+    async fn send_read(&mut self, conversation: String, seq: u64) {
+        let (reply, answer) = oneshot::channel();
+        self.send_link(Outgoing::Request(Request::MarkRead { conversation: conversation.clone(), seq, reply })).await;
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = answer.await {
+                let _ = store.call(move |c| conversations::set_read_synced(c, &conversation, seq)).await;
+            }
+        });
+    }
+
+    async fn run_connected(&mut self) {
+        let hb = self.config.heartbeat;
+        let link = self.link.as_mut().expect("connected");
+        let dead_at = link.last_heard + hb.timeout;
+        let ping_at = link.last_sent.max(link.last_heard) + hb.interval;
+        tokio::select! {
+            command = self.commands.recv() => {
+                self.on_command_or_stop(command).await;
+            }
+            first = link.incoming.recv() => match first {
+                Some(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_INBOUND_BATCH {
+                        match link.incoming.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    link.last_heard = Instant::now();
+                    self.apply_inbound(batch).await;
+                }
+                None => self.detach("link closed"),
+            },
+            _ = tokio::time::sleep_until(dead_at.min(ping_at)) => {
+                if Instant::now() >= dead_at {
+                    self.detach("heartbeat timeout");
+                } else {
+                    self.send_link(Outgoing::Ping).await;
+                }
+            }
+        }
+    }
+
+    async fn apply_inbound(&mut self, batch: Vec<Incoming>) {
+        let me = self.me.clone().unwrap_or_default();
+        let applied = match self.store.call(move |c| apply_batch(c, &me, batch)).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Nothing was committed or acknowledged: drop the link and replay from the last
+                // committed cursor.
+                tracing::error!(error = %e, "cannot store inbound events");
+                self.detach("store failure");
+                return;
+            }
+        };
+        for client_id in &applied.acked {
+            self.outbox.on_ack(client_id);
+        }
+        for (client_id, retryable) in &applied.refused {
+            self.outbox.on_refused(client_id, *retryable);
+        }
+        for event in applied.events {
+            self.emit(event);
+        }
+        if let Some(cursor) = applied.last_cursor.clone() {
+            self.send_link(Outgoing::AckCursor(cursor)).await;
+        }
+        if let Some((count, has_more)) = applied.page {
+            match self.sync.on_page_committed(applied.page_cursor, count, has_more) {
+                SyncStep::Request { since } => self.send_link(Outgoing::Sync { since }).await,
+                SyncStep::Live => {}
+            }
+            let caught_up = !has_more;
+            self.emit(Event::SyncProgress { applied: self.sync.applied, caught_up });
+        }
+        if let Some((cursor, count)) = applied.live {
+            self.sync.on_live_committed(cursor, count);
+        }
+        for (conversation, seq) in applied.delivered {
+            self.send_link(Outgoing::MarkDelivered { conversation, seq }).await;
+        }
+        if applied.pause_sends {
+            // A retryable refusal (rate limit, server busy): give the server a moment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.pump_outbox().await;
+    }
+
+    async fn on_command(&mut self, command: Command) -> Wake {
+        match command {
+            Command::Authenticate { auth, reply } => {
+                let result = self.authenticate(auth).await;
+                let _ = reply.send(result);
+                return Wake::Interrupt;
+            }
+            Command::Logout { reply } => {
+                if self.link.is_some() {
+                    let (tx, rx) = oneshot::channel();
+                    self.send_link(Outgoing::Request(Request::Logout { reply: tx })).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+                }
+                self.link = None;
+                self.outbox.on_disconnect();
+                self.sync.on_disconnected();
+                self.token = None;
+                let result = self.store.call(|c| settings::delete(c, settings::TOKEN)).await;
+                self.publish_state(ConnectionState::Disconnected { reason: DisconnectReason::LoggedOut });
+                let _ = reply.send(result);
+                return Wake::Interrupt;
+            }
+            Command::Enqueue { client_id, conversation, body, order } => {
+                self.outbox.push(client_id, conversation, body, order);
+                self.pump_outbox().await;
+            }
+            Command::Retry { client_id } => {
+                let _ = self.outbox.retry(&client_id);
+                self.pump_outbox().await;
+            }
+            Command::Cancel { client_id, reply } => {
+                let result = match self.outbox.cancel(&client_id) {
+                    Err(ChangeError::InFlight) => Err(Error::NotChangeable(client_id)),
+                    _ => {
+                        let me = self.me.clone().unwrap_or_default();
+                        self.store.call(move |c| messages::delete_unsent(c, &me, &client_id)).await
+                    }
+                };
+                if let Ok(m) = &result {
+                    self.emit(Event::MessageRemoved { id: m.id.clone(), conversation_id: m.conversation_id.clone() });
+                    self.emit_conversation(m.conversation_id.clone()).await;
+                }
+                let _ = reply.send(result);
+            }
+            Command::Edit { client_id, body, reply } => {
+                let result = match self.outbox.edit(&client_id, body.clone()) {
+                    Err(ChangeError::InFlight) => Err(Error::NotChangeable(client_id)),
+                    _ => {
+                        let me = self.me.clone().unwrap_or_default();
+                        self.store.call(move |c| messages::edit_unsent(c, &me, &client_id, &body)).await
+                    }
+                };
+                if let Ok(m) = &result {
+                    self.emit(Event::MessageUpdated(m.clone()));
+                }
+                let _ = reply.send(result);
+            }
+            Command::Request(request) => self.send_link(Outgoing::Request(request)).await,
+            Command::Ephemeral(outgoing) => {
+                if self.link.is_some() {
+                    self.send_link(outgoing).await;
+                }
+            }
+            Command::MarkRead { conversation, seq } => {
+                if self.link.is_some() {
+                    self.send_read(conversation, seq).await;
+                }
+            }
+            Command::Hint(hint) => return self.on_hint(hint),
+            Command::Shutdown { reply } => {
+                self.stopped = true;
+                self.link = None;
+                self.publish_state(ConnectionState::Disconnected { reason: DisconnectReason::Stopped });
+                let _ = reply.send(());
+                return Wake::Interrupt;
+            }
+        }
+        Wake::Keep
+    }
+
+    fn on_hint(&mut self, hint: Hint) -> Wake {
+        match hint {
+            Hint::NetworkAvailable => {
+                self.network_up = true;
+                self.backoff.reset();
+                self.next_attempt = Instant::now();
+                Wake::Interrupt
+            }
+            Hint::NetworkLost => {
+                self.network_up = false;
+                self.detach("network lost");
+                Wake::Interrupt
+            }
+            Hint::Foreground => {
+                if self.link.is_none() {
+                    self.next_attempt = Instant::now();
+                    return Wake::Interrupt;
+                }
+                Wake::Keep
+            }
+            Hint::Background => Wake::Keep,
+        }
+    }
+
+    async fn emit_conversation(&self, id: String) {
+        if let Ok(Some(c)) = self.store.call(move |c| conversations::get(c, &id)).await {
+            self.emit(Event::ConversationChanged(c));
+        }
+    }
+
+    /// Register or log in on a fresh link; on success the session is stored and the link used.
+    async fn authenticate(&mut self, auth: Auth) -> Result<String> {
+        self.link = None;
+        self.outbox.on_disconnect();
+        self.sync.on_disconnected();
+        self.publish_state(ConnectionState::Connecting);
+        let link = match self.config.transport.connect(auth).await {
+            Ok(link) => link,
+            Err(e) => {
+                match &e {
+                    TransportError::Auth(message) => {
+                        self.auth_failed = true;
+                        self.publish_state(ConnectionState::AuthFailed { message: message.clone() });
+                    }
+                    _ if self.token.is_some() && !self.auth_failed => self.schedule_reconnect(),
+                    _ => self.publish_state(ConnectionState::Disconnected { reason: self.disconnected_reason().unwrap_or(DisconnectReason::NotLoggedIn) }),
+                }
+                return Err(e.into());
+            }
+        };
+        let username = link.grant.username.clone();
+        if let Some(me) = &self.me {
+            if *me != username {
+                self.publish_state(ConnectionState::Disconnected { reason: DisconnectReason::LoggedOut });
+                return Err(Error::InvalidArgument(format!("this store belongs to {me}; open another store for {username}")));
+            }
+        }
+        let (name, token) = (username.clone(), link.grant.token.clone());
+        self.store
+            .call(move |c| {
+                settings::set(c, settings::USERNAME, &name)?;
+                if let Some(token) = &token {
+                    settings::set(c, settings::TOKEN, token)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.me = Some(username.clone());
+        if link.grant.token.is_some() {
+            self.token = link.grant.token.clone();
+        }
+        self.auth_failed = false;
+        self.network_up = true;
+        self.backoff.reset();
+        self.attach(link).await;
+        Ok(username)
+    }
+}
+
+/// What one inbound batch did, computed inside the store transaction.
+#[derive(Default)]
+struct Applied {
+    events: Vec<Event>,
+    acked: Vec<String>,
+    refused: Vec<(String, bool)>,
+    /// The last cursor committed in this batch (to acknowledge).
+    last_cursor: Option<String>,
+    /// A sync page: (events, has_more) and its last cursor.
+    page: Option<(u64, bool)>,
+    page_cursor: Option<String>,
+    /// Live events: the last cursor and how many.
+    live: Option<(String, u64)>,
+    /// Highest sequence received from others, per conversation: to send delivered receipts.
+    delivered: Vec<(String, u64)>,
+    pause_sends: bool,
+}
+
+fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> Result<Applied> {
+    let mut out = Applied::default();
+    let mut touched = BTreeSet::new();
+    let mut delivered = std::collections::BTreeMap::<String, u64>::new();
+    for item in batch {
+        match item {
+            Incoming::Acked { client_id, server_id, seq, server_time_ms, .. } => {
+                if let Some(m) = messages::apply_ack(conn, me, &client_id, &server_id, seq, server_time_ms)? {
+                    touched.insert(m.conversation_id.clone());
+                    out.events.push(Event::MessageUpdated(m));
+                }
+                out.acked.push(client_id);
+            }
+            Incoming::Refused { client_id, code, message, retryable } => {
+                tracing::warn!(%client_id, %code, %message, retryable, "send refused");
+                if let Some(m) = messages::apply_refused(conn, me, &client_id, &format!("{code}: {message}"), retryable)? {
+                    out.events.push(Event::MessageUpdated(m));
+                }
+                out.pause_sends |= retryable;
+                out.refused.push((client_id, retryable));
+            }
+            Incoming::SyncPage { events, has_more } => {
+                let count = events.len() as u64;
+                for e in events {
+                    let cursor = e.cursor.clone();
+                    apply_event(conn, me, e, &mut out, &mut touched, &mut delivered)?;
+                    out.page_cursor = Some(cursor.clone());
+                    out.last_cursor = Some(cursor);
+                }
+                // One page per batch: the next is asked for only after this one commits.
+                out.page = Some((count, has_more));
+            }
+            Incoming::Live(e) => {
+                let cursor = e.cursor.clone();
+                apply_event(conn, me, e, &mut out, &mut touched, &mut delivered)?;
+                let n = out.live.as_ref().map_or(0, |(_, n)| *n);
+                out.live = Some((cursor.clone(), n + 1));
+                out.last_cursor = Some(cursor);
+            }
+            Incoming::RoomMessage(m) => {
+                touched.insert(m.conversation.clone());
+                if let Some(messages::Applied::Added(m)) = messages::apply_remote(conn, me, &m, ConversationKind::Room)? {
+                    out.events.push(Event::MessageAdded(m));
+                }
+            }
+            Incoming::Typing { conversation, user, active } => {
+                out.events.push(Event::Typing { conversation_id: conversation, user, active })
+            }
+            Incoming::Presence { user, presence, status } => out.events.push(Event::Presence { user, presence, status }),
+            Incoming::Pong => {}
+        }
+    }
+    if let Some(cursor) = &out.last_cursor {
+        settings::set(conn, settings::CURSOR, cursor)?;
+    }
+    for id in touched {
+        if let Some(c) = conversations::get(conn, &id)? {
+            out.events.push(Event::ConversationChanged(c));
+        }
+    }
+    out.delivered = delivered.into_iter().collect();
+    Ok(out)
+}
+
+fn apply_event(
+    conn: &Connection,
+    me: &str,
+    event: RemoteEvent,
+    out: &mut Applied,
+    touched: &mut BTreeSet<String>,
+    delivered: &mut std::collections::BTreeMap<String, u64>,
+) -> Result<()> {
+    match event.kind {
+        RemoteEventKind::Message(m) => {
+            touched.insert(m.conversation.clone());
+            if m.sender != me {
+                let e = delivered.entry(m.conversation.clone()).or_default();
+                *e = (*e).max(m.seq);
+            }
+            match messages::apply_remote(conn, me, &m, ConversationKind::Direct)? {
+                Some(messages::Applied::Added(m)) => out.events.push(Event::MessageAdded(m)),
+                Some(messages::Applied::Confirmed(m)) => {
+                    out.acked.push(m.client_id.clone());
+                    out.events.push(Event::MessageUpdated(m));
+                }
+                None => {}
+            }
+        }
+        RemoteEventKind::Receipt { conversation, user, kind, seq } => {
+            if conversation.is_empty() {
+                return Ok(()); // an event kind this version does not know
+            }
+            if user == me {
+                if kind == ReceiptKind::Read && conversations::read_elsewhere(conn, &conversation, seq)? {
+                    touched.insert(conversation.clone());
+                }
+            } else {
+                for m in messages::apply_receipt(conn, &conversation, seq, kind == ReceiptKind::Read)? {
+                    out.events.push(Event::MessageUpdated(m));
+                }
+            }
+            out.events.push(Event::Receipt { conversation_id: conversation, user, kind, seq });
+        }
+        RemoteEventKind::Membership { conversation, .. } => {
+            conversations::upsert(conn, me, &conversation, crate::now_ms())?;
+            touched.insert(conversation.id);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Messages and the outbox. A message's local id is `"{sender}:{client_id}"`; (sender, client
+//! id) and the server id are unique, so applying the same remote message twice changes nothing
+//! and raises no second event (exactly once for the app).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::conversations;
+use crate::error::{Error, Result};
+use crate::model::{Body, ConversationKind, Message, MessageState};
+use crate::transport::RemoteMessage;
+use crate::wire::{decode_body, encode_body};
+
+/// The local id of a message.
+pub fn message_id(sender: &str, client_id: &str) -> String {
+    format!("{sender}:{client_id}")
+}
+
+/// Message columns, prefixed with `m.`, in the order `from_row_at` reads them.
+pub const COLUMNS_M: &str =
+    "m.id, m.conversation_id, m.sender, m.client_id, m.server_id, m.seq, m.body, m.state, m.failure, m.failure_retryable, m.outgoing, m.timestamp_ms";
+
+pub(crate) fn from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Message> {
+    let body: Vec<u8> = r.get(at + 6)?;
+    let state = match r.get::<_, i64>(at + 7)? {
+        0 => MessageState::Pending,
+        1 => MessageState::Sending,
+        2 => MessageState::Sent,
+        3 => MessageState::Delivered,
+        4 => MessageState::Read,
+        _ => MessageState::Failed { reason: r.get::<_, Option<String>>(at + 8)?.unwrap_or_default(), retryable: r.get(at + 9)? },
+    };
+    Ok(Message {
+        id: r.get(at)?,
+        conversation_id: r.get(at + 1)?,
+        sender: r.get(at + 2)?,
+        client_id: r.get(at + 3)?,
+        server_id: r.get(at + 4)?,
+        seq: r.get::<_, Option<i64>>(at + 5)?.map(|s| s as u64),
+        body: decode_body(&body),
+        state,
+        outgoing: r.get(at + 10)?,
+        timestamp_ms: r.get(at + 11)?,
+    })
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Message>> {
+    let sql = format!("SELECT {COLUMNS_M} FROM messages m WHERE m.id = ?1");
+    Ok(conn.prepare_cached(&sql)?.query_row([id], |r| from_row_at(r, 0)).optional()?)
+}
+
+fn require(conn: &Connection, id: &str) -> Result<Message> {
+    get(conn, id)?.ok_or_else(|| Error::NotFound(format!("message {id}")))
+}
+
+/// Commits a local echo and its outbox row in one transaction. Returns the message and its
+/// creation order.
+pub fn insert_outgoing(conn: &Connection, me: &str, conversation: &str, client_id: &str, body: &Body, now: i64) -> Result<(Message, i64)> {
+    conversations::require(conn, conversation)?;
+    let id = message_id(me, client_id);
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6)",
+    )?
+    .execute(params![id, conversation, me, client_id, encode_body(body), now])?;
+    let rowid = conn.last_insert_rowid();
+    conn.prepare_cached("INSERT INTO outbox (client_id, message_rowid) VALUES (?1, ?2)")?.execute(params![client_id, rowid])?;
+    conversations::on_message(conn, conversation, &id, None, false, now)?;
+    Ok((require(conn, &id)?, rowid))
+}
+
+/// An outbox row as loaded at start.
+pub struct Unsent {
+    pub client_id: String,
+    pub conversation: String,
+    pub body: Body,
+    pub order: i64,
+    pub failed: bool,
+}
+
+/// The outbox in creation order.
+pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.client_id, m.conversation_id, m.body, m.rowid, o.failed
+         FROM outbox o JOIN messages m ON m.rowid = o.message_rowid ORDER BY m.rowid",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            let body: Vec<u8> = r.get(2)?;
+            Ok(Unsent { client_id: r.get(0)?, conversation: r.get(1)?, body: decode_body(&body), order: r.get(3)?, failed: r.get(4)? })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The server acknowledged one of our messages: it is Sent (unless a receipt already moved it
+/// further) and leaves the outbox. `None` if unknown (cancelled meanwhile).
+pub fn apply_ack(conn: &Connection, me: &str, client_id: &str, server_id: &str, seq: u64, server_time_ms: i64) -> Result<Option<Message>> {
+    let id = message_id(me, client_id);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE messages SET server_id = ?2, seq = ?3, failure = NULL,
+                 state = CASE WHEN state IN (0, 1, 5) THEN 2 ELSE state END
+             WHERE id = ?1 AND (server_id IS NULL OR state IN (0, 1, 5))",
+        )?
+        .execute(params![id, server_id, seq as i64])?;
+    conn.prepare_cached("DELETE FROM outbox WHERE client_id = ?1")?.execute([client_id])?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let message = require(conn, &id)?;
+    conversations::on_message(conn, &message.conversation_id, &id, Some(seq), false, server_time_ms.max(message.timestamp_ms))?;
+    Ok(Some(message))
+}
+
+/// The server refused one of our messages. Permanent refusals park it as Failed until the app
+/// acts; retryable ones leave it Pending (the outbox sends it again).
+pub fn apply_refused(conn: &Connection, me: &str, client_id: &str, reason: &str, retryable: bool) -> Result<Option<Message>> {
+    if retryable {
+        return Ok(None);
+    }
+    let id = message_id(me, client_id);
+    conn.prepare_cached("UPDATE messages SET state = 5, failure = ?2, failure_retryable = 0 WHERE id = ?1 AND server_id IS NULL")?
+        .execute(params![id, reason])?;
+    conn.prepare_cached("UPDATE outbox SET failed = 1 WHERE client_id = ?1")?.execute([client_id])?;
+    get(conn, &id)
+}
+
+/// What applying a remote message did.
+pub enum Applied {
+    Added(Message),
+    /// Our own local echo got its server id (its ack was lost or is still on the way).
+    Confirmed(Message),
+}
+
+/// Stores a message from the server exactly once.
+pub fn apply_remote(conn: &Connection, me: &str, m: &RemoteMessage, kind_if_new: ConversationKind) -> Result<Option<Applied>> {
+    let id = message_id(&m.sender, &m.client_id);
+    let outgoing = m.sender == me;
+    let known: Option<Option<String>> =
+        conn.prepare_cached("SELECT server_id FROM messages WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
+    match known {
+        Some(Some(_)) => return Ok(None),
+        Some(None) => {
+            // Our pending echo, confirmed by the server.
+            return Ok(apply_ack(conn, me, &m.client_id, &m.server_id, m.seq, m.server_time_ms)?.map(Applied::Confirmed));
+        }
+        None => {}
+    }
+    let exists: bool = conn.prepare_cached("SELECT 1 FROM messages WHERE server_id = ?1")?.exists([&m.server_id])?;
+    if exists {
+        return Ok(None);
+    }
+    conversations::ensure(conn, &m.conversation, kind_if_new)?;
+    let state = if outgoing { MessageState::Sent } else { MessageState::Delivered };
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![id, m.conversation, m.sender, m.client_id, m.server_id, m.seq as i64, encode_body(&m.body), state.code(), outgoing, m.server_time_ms])?;
+    conversations::on_message(conn, &m.conversation, &id, Some(m.seq), !outgoing, m.server_time_ms)?;
+    Ok(Some(Applied::Added(require(conn, &id)?)))
+}
+
+/// Another member's receipt: our messages up to `seq` become Delivered or Read.
+pub fn apply_receipt(conn: &Connection, conversation: &str, seq: u64, read: bool) -> Result<Vec<Message>> {
+    let target = if read { MessageState::Read.code() } else { MessageState::Delivered.code() };
+    let sql = format!(
+        "UPDATE messages AS m SET state = ?3 WHERE m.conversation_id = ?1 AND m.outgoing = 1 AND m.seq <= ?2
+             AND m.state >= 2 AND m.state < ?3 RETURNING {COLUMNS_M}"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![conversation, seq as i64, target], |r| from_row_at(r, 0))?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, seq: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE messages SET state = 4 WHERE conversation_id = ?1 AND outgoing = 0 AND seq <= ?2 AND state = 3")?
+        .execute(params![conversation, seq as i64])?;
+    Ok(())
+}
+
+/// A page, newest first: local echoes not yet sent first (on the first page), then by sequence.
+pub fn page(conn: &Connection, conversation: &str, before_seq: Option<u64>, limit: u32) -> Result<Vec<Message>> {
+    let sql = format!(
+        "SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1
+             AND (CASE WHEN ?2 IS NULL THEN 1 ELSE m.seq < ?2 END)
+         ORDER BY (m.seq IS NULL) DESC, m.seq DESC, m.rowid DESC LIMIT ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params![conversation, before_seq.map(|s| s as i64), limit as i64], |r| from_row_at(r, 0))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Removes a message that never reached the server (cancel).
+pub fn delete_unsent(conn: &Connection, me: &str, client_id: &str) -> Result<Message> {
+    let id = message_id(me, client_id);
+    let message = require(conn, &id)?;
+    if message.server_id.is_some() {
+        return Err(Error::NotChangeable(id));
+    }
+    conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?.execute([&id])?;
+    conversations::refresh_last_message(conn, &message.conversation_id)?;
+    Ok(message)
+}
+
+/// Changes the body of a message that never reached the server.
+pub fn edit_unsent(conn: &Connection, me: &str, client_id: &str, body: &Body) -> Result<Message> {
+    let id = message_id(me, client_id);
+    let changed = conn
+        .prepare_cached("UPDATE messages SET body = ?2 WHERE id = ?1 AND server_id IS NULL")?
+        .execute(params![id, encode_body(body)])?;
+    if changed == 0 {
+        return Err(Error::NotChangeable(id));
+    }
+    require(conn, &id)
+}
+
+/// Puts a failed message back in the queue.
+pub fn retry_failed(conn: &Connection, me: &str, client_id: &str) -> Result<Message> {
+    let id = message_id(me, client_id);
+    conn.prepare_cached("UPDATE messages SET state = 0, failure = NULL WHERE id = ?1 AND state = 5")?.execute([&id])?;
+    conn.prepare_cached("UPDATE outbox SET failed = 0 WHERE client_id = ?1")?.execute([client_id])?;
+    require(conn, &id)
+}

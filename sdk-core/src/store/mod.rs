@@ -1,0 +1,115 @@
+//! The local store: SQLite through rusqlite, owned by one `missive-sqlite-worker` thread (group
+//! commit: concurrent writes share one transaction and one fsync).
+//!
+//! Tables: `conversations` (with unread counts and the last message maintained on every write,
+//! not recomputed on read), `messages` (unique id `"{sender}:{client_id}"` and unique server id:
+//! a replay is a no-op), `outbox` (unsent messages, committed in the same transaction as their
+//! local echo), `settings` (session, sync cursor). A corrupt or newer database is refused with
+//! `Error::CorruptStore` and left untouched.
+
+pub mod conversations;
+pub mod messages;
+pub(crate) mod schema;
+pub mod settings;
+
+use std::path::{Path, PathBuf};
+
+use missive_sqlite_worker::Worker;
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    File(PathBuf),
+    /// Nothing survives the process: for tests and throwaway clients.
+    Memory,
+}
+
+/// A handle to the store thread.
+#[derive(Clone)]
+pub struct Store {
+    worker: Worker,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store.
+    pub fn open(location: &StoreLocation) -> Result<Store> {
+        let (mut conn, path) = match location {
+            StoreLocation::File(path) => (Connection::open(path).map_err(|e| corrupt(path, e))?, Some(path)),
+            StoreLocation::Memory => (Connection::open_in_memory()?, None),
+        };
+        schema::prepare(&mut conn).map_err(|e| match path {
+            Some(p) => corrupt(p, e),
+            None => Error::from(e),
+        })?;
+        let (worker, _closed) = Worker::spawn(conn, "missive-store");
+        Ok(Store { worker })
+    }
+
+    /// Runs `work` in one transaction on the store thread and returns its committed result.
+    pub async fn call<T, W>(&self, work: W) -> Result<T>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        match self.worker.call(work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Storage("the store could not commit or has stopped".into())),
+        }
+    }
+}
+
+fn corrupt(path: &Path, e: rusqlite::Error) -> Error {
+    Error::CorruptStore { path: path.display().to_string(), message: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let garbage = b"this is not a database, but it holds someone's data".repeat(200);
+        std::fs::write(&path, &garbage).unwrap();
+        let err = Store::open(&StoreLocation::File(path.clone())).err().expect("refused");
+        assert_eq!(err.code(), "CORRUPT_STORE");
+        assert!(err.to_string().contains("store.db"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), garbage, "nothing deleted or rewritten");
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", schema::VERSION + 5).unwrap();
+        drop(conn);
+        let err = Store::open(&StoreLocation::File(path)).err().expect("refused");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    /// Every migration from every older version keeps the data, the outbox above all.
+    #[test]
+    fn migrations_from_every_older_version_keep_unsent_messages() {
+        for start in 1..schema::VERSION {
+            let mut conn = Connection::open_in_memory().unwrap();
+            schema::migrate(&mut conn, 0, start).unwrap();
+            conn.execute_batch(
+                "INSERT INTO conversations (id, kind) VALUES ('c', 0);
+                 INSERT INTO messages (rowid, id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
+                 VALUES (1, 'me:x', 'c', 'me', 'x', x'', 0, 1, 0);
+                 INSERT INTO outbox (client_id, message_rowid) VALUES ('x', 1);",
+            )
+            .unwrap();
+            schema::migrate(&mut conn, start, schema::VERSION).unwrap();
+            let n: i64 = conn.query_row("SELECT count(*) FROM outbox JOIN messages ON messages.rowid = message_rowid", [], |r| r.get(0)).unwrap();
+            assert_eq!(n, 1, "from version {start}");
+            let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            assert_eq!(v, schema::VERSION);
+        }
+    }
+}

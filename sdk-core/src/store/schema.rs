@@ -1,0 +1,86 @@
+//! The local schema and its migrations. The version lives in `PRAGMA user_version`; each
+//! migration runs in one transaction and never drops unsent messages (the outbox).
+
+use rusqlite::Connection;
+
+/// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // v1
+    r#"
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE conversations (
+    id               TEXT PRIMARY KEY,
+    kind             INTEGER NOT NULL,
+    title            TEXT NOT NULL DEFAULT '',
+    members          TEXT NOT NULL DEFAULT '',
+    last_seq         INTEGER NOT NULL DEFAULT 0,
+    read_seq         INTEGER NOT NULL DEFAULT 0,
+    unread           INTEGER NOT NULL DEFAULT 0,
+    last_message     TEXT,
+    last_activity_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE messages (
+    rowid           INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    client_id       TEXT NOT NULL,
+    server_id       TEXT UNIQUE,
+    seq             INTEGER,
+    body            BLOB NOT NULL,
+    state           INTEGER NOT NULL,
+    failure         TEXT,
+    outgoing        INTEGER NOT NULL,
+    timestamp_ms    INTEGER NOT NULL
+);
+CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+CREATE TABLE outbox (
+    client_id     TEXT PRIMARY KEY,
+    message_rowid INTEGER NOT NULL UNIQUE REFERENCES messages (rowid) ON DELETE CASCADE,
+    failed        INTEGER NOT NULL DEFAULT 0
+);
+"#,
+    // v2: drafts, membership state, and read markers waiting to reach the server.
+    r#"
+ALTER TABLE conversations ADD COLUMN draft TEXT;
+ALTER TABLE conversations ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE conversations ADD COLUMN read_synced INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE messages ADD COLUMN failure_retryable INTEGER NOT NULL DEFAULT 0;
+"#,
+];
+
+/// The schema version this build writes.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Pragmas, then every pending migration, each in its own transaction.
+pub(crate) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The first statement that reads the file: fails with NOTADB on a corrupt file.
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if current > VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("schema version {current} is newer than this SDK's {VERSION}")),
+        ));
+    }
+    migrate(conn, current, VERSION)
+}
+
+pub(crate) fn migrate(conn: &mut Connection, from: u32, to: u32) -> rusqlite::Result<()> {
+    for version in from..to {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+    // A full integrity check is too slow for every start; this catches a damaged schema.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}
