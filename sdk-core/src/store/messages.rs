@@ -18,6 +18,8 @@ pub fn message_id(sender: &str, client_id: &str) -> String {
 /// Message columns, prefixed with `m.`, in the order `from_row_at` reads them.
 pub const COLUMNS_M: &str =
     "m.id, m.conversation_id, m.sender, m.client_id, m.server_id, m.seq, m.body, m.state, m.failure, m.failure_retryable, m.outgoing, m.timestamp_ms";
+/// The same columns unqualified (for RETURNING clauses).
+const COLUMNS: &str = "id, conversation_id, sender, client_id, server_id, seq, body, state, failure, failure_retryable, outgoing, timestamp_ms";
 
 pub(crate) fn from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Message> {
     let body: Vec<u8> = r.get(at + 6)?;
@@ -165,8 +167,8 @@ pub fn apply_remote(conn: &Connection, me: &str, m: &RemoteMessage, kind_if_new:
 pub fn apply_receipt(conn: &Connection, conversation: &str, seq: u64, read: bool) -> Result<Vec<Message>> {
     let target = if read { MessageState::Read.code() } else { MessageState::Delivered.code() };
     let sql = format!(
-        "UPDATE messages AS m SET state = ?3 WHERE m.conversation_id = ?1 AND m.outgoing = 1 AND m.seq <= ?2
-             AND m.state >= 2 AND m.state < ?3 RETURNING {COLUMNS_M}"
+        "UPDATE messages SET state = ?3 WHERE conversation_id = ?1 AND outgoing = 1 AND seq <= ?2
+             AND state >= 2 AND state < ?3 RETURNING {COLUMNS}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![conversation, seq as i64, target], |r| from_row_at(r, 0))?.collect::<Result<_, _>>()?;

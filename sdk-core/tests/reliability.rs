@@ -1,0 +1,266 @@
+//! The reliability contract (DESIGN.md section 3) over real sockets against the reference
+//! server: each point in its own test.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use missive::transport::native::NativeTransport;
+use missive::transport::{Auth, BoxFuture, Incoming, Link, Transport, TransportError};
+use missive::{Client, ConnectionState, Event, MessageState};
+use missive_testkit::{FaultConfig, FaultProxy};
+
+#[tokio::test]
+async fn messages_go_pending_sent_delivered_read() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let alice = registered(&url, "alice").await;
+    let bob = registered(&url, "bob").await;
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    assert!(matches!(alice_events.next().await, Some(Event::ConnectionChanged(ConnectionState::Connected))));
+
+    let dm = alice.create_direct("bob").await.unwrap();
+    let echo = alice.send_text(&dm.id, "hi bob").await.unwrap();
+    assert_eq!(echo.state, MessageState::Pending);
+    assert!(echo.outgoing && echo.server_id.is_none());
+
+    let sent = wait_state(&mut alice_events, &echo.id, MessageState::Sent).await;
+    assert_eq!(sent.seq, Some(1));
+    let got = match wait_for(&mut bob_events, "bob's message", |e| matches!(e, Event::MessageAdded(_))).await {
+        Event::MessageAdded(m) => m,
+        _ => unreachable!(),
+    };
+    assert_eq!((got.body.preview(), got.sender.as_str(), got.id.as_str()), ("hi bob".to_string(), "alice", echo.id.as_str()));
+    // Bob's client acknowledges delivery by itself; alice sees it.
+    wait_state(&mut alice_events, &echo.id, MessageState::Delivered).await;
+    let bob_dm = bob.conversation(&dm.id).await.unwrap().unwrap();
+    assert_eq!(bob_dm.unread_count, 1);
+    bob.mark_read(&dm.id).await.unwrap();
+    assert_eq!(bob.conversation(&dm.id).await.unwrap().unwrap().unread_count, 0);
+    wait_state(&mut alice_events, &echo.id, MessageState::Read).await;
+}
+
+#[tokio::test]
+async fn wrong_password_stops_with_auth_failed() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    registered(&url, "alice").await;
+    let c = open(&url, None, "phone").await;
+    let err = c.login("alice", "not my password").await.unwrap_err();
+    assert_eq!(err.code(), "AUTH_FAILED");
+    assert!(!err.is_retryable());
+    assert!(matches!(c.connection_state(), ConnectionState::AuthFailed { .. }));
+    // No retry loop: the state stays AuthFailed.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(matches!(c.connection_state(), ConnectionState::AuthFailed { .. }));
+    c.login("alice", PASSWORD).await.unwrap();
+    assert_eq!(c.connection_state(), ConnectionState::Connected);
+}
+
+#[tokio::test]
+async fn a_corrupt_store_gives_a_clear_error_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_store(&dir, "alice");
+    let bytes = b"SQLite format 3\0 but then garbage ".repeat(300);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Client::open(config("ws://127.0.0.1:9").store_path(&path)).await.err().expect("refused");
+    assert_eq!(err.code(), "CORRUPT_STORE");
+    assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn persist_before_send_survives_a_client_that_dies_offline() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(&dir, "alice");
+    let alice = logged_in_new(&url, "alice", &store).await;
+    let bob = registered(&url, "bob").await;
+    let dm = alice.create_direct("bob").await.unwrap();
+
+    // The network goes away; alice sends; the process "dies" right after send returns.
+    let proxy = FaultProxy::start(server.addr(), FaultConfig::default()).await.unwrap();
+    proxy.set_accepting(false);
+    alice.network_lost().await.unwrap();
+    let echo = alice.send_text(&dm.id, "written while offline").await.unwrap();
+    alice.shutdown().await;
+    drop(alice);
+
+    // A new client on the same store, network back: the message goes out exactly once.
+    let mut bob_events = bob.subscribe();
+    let alice = Client::open(config(&url).store_path(&store)).await.unwrap();
+    let mut alice_events = alice.subscribe();
+    wait_state(&mut alice_events, &echo.id, MessageState::Sent).await;
+    wait_for(&mut bob_events, "the offline message", |e| matches!(e, Event::MessageAdded(m) if m.id == echo.id)).await;
+    assert_eq!(all_texts(&bob, &dm.id).await, vec!["written while offline"]);
+}
+
+async fn logged_in_new(url: &str, name: &str, store: &std::path::Path) -> Client {
+    let c = open(url, Some(store), "phone").await;
+    c.register(name, PASSWORD).await.unwrap();
+    c
+}
+
+/// A transport that loses the first acknowledgement and the link with it, as when the network
+/// fails right after the server committed.
+struct LoseFirstAck {
+    inner: NativeTransport,
+    lost: Arc<AtomicBool>,
+}
+
+impl Transport for LoseFirstAck {
+    fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>> {
+        let connecting = self.inner.connect(auth);
+        let lost = self.lost.clone();
+        Box::pin(async move {
+            let mut link = connecting.await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let mut upstream = std::mem::replace(&mut link.incoming, rx);
+            tokio::spawn(async move {
+                while let Some(item) = upstream.recv().await {
+                    if matches!(item, Incoming::Acked { .. }) && !lost.swap(true, Ordering::SeqCst) {
+                        return; // drop the ack and the link
+                    }
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(link)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_lost_ack_is_resent_with_the_same_id_and_delivered_once() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    registered(&url, "alice").await.shutdown().await;
+    let bob = registered(&url, "bob").await;
+    let lost = Arc::new(AtomicBool::new(false));
+    let transport = Arc::new(LoseFirstAck { inner: NativeTransport::new(url.clone()), lost: lost.clone() });
+    let alice = Client::open(config(&url).device_id("laptop").with_transport_of(transport)).await.unwrap();
+    alice.login("alice", PASSWORD).await.unwrap();
+    let dm = alice.create_direct("bob").await.unwrap();
+    let mut alice_events = alice.subscribe();
+    let echo = alice.send_text(&dm.id, "exactly once").await.unwrap();
+    let sent = wait_state(&mut alice_events, &echo.id, MessageState::Sent).await;
+    assert!(lost.load(Ordering::SeqCst), "the first ack was lost");
+    assert_eq!(sent.seq, Some(1));
+    // Bob has it once; a later message follows it directly.
+    alice.send_text(&dm.id, "and then this").await.unwrap();
+    let mut bob_events = bob.subscribe();
+    wait_for(&mut bob_events, "second message", |e| matches!(e, Event::MessageAdded(m) if m.body.preview() == "and then this")).await;
+    assert_eq!(all_texts(&bob, &dm.id).await, vec!["exactly once", "and then this"]);
+}
+
+trait WithTransport {
+    fn with_transport_of(self, t: Arc<dyn Transport>) -> Self;
+}
+
+impl WithTransport for missive::ClientConfig {
+    fn with_transport_of(mut self, t: Arc<dyn Transport>) -> Self {
+        self.transport = t;
+        self
+    }
+}
+
+#[tokio::test]
+async fn offline_sends_go_out_in_order_after_reconnect() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let bob = registered(&url, "bob").await;
+    let proxy = FaultProxy::start(server.addr(), FaultConfig::default()).await.unwrap();
+    let alice = Client::open(config(&proxy.url())).await.unwrap();
+    alice.register("alice", PASSWORD).await.unwrap();
+    let dm = alice.create_direct("bob").await.unwrap();
+
+    proxy.set_accepting(false); // cuts the live link and refuses new ones
+    let mut alice_events = alice.subscribe();
+    wait_for(&mut alice_events, "reconnecting", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Reconnecting { .. }))).await;
+    let mut ids = vec![];
+    for i in 0..20 {
+        ids.push(alice.send_text(&dm.id, &format!("offline {i}")).await.unwrap().id);
+    }
+    let pending = alice.messages(&dm.id, None, 50).await.unwrap();
+    assert!(pending.messages.iter().all(|m| m.state == MessageState::Pending));
+    proxy.set_accepting(true);
+    alice.network_available().await.unwrap();
+    wait_state(&mut alice_events, ids.last().unwrap(), MessageState::Sent).await;
+    let expected: Vec<String> = (0..20).map(|i| format!("offline {i}")).collect();
+    let mut bob_events = bob.subscribe();
+    if all_texts(&bob, &dm.id).await.len() < 20 {
+        wait_for(&mut bob_events, "the last message", |e| matches!(e, Event::MessageAdded(m) if m.body.preview() == "offline 19")).await;
+    }
+    assert_eq!(all_texts(&bob, &dm.id).await, expected);
+    assert_eq!(all_texts(&alice, &dm.id).await, expected);
+}
+
+#[tokio::test]
+async fn a_server_restart_mid_stream_loses_and_duplicates_nothing() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let alice = registered(&url, "alice").await;
+    let bob = registered(&url, "bob").await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    let total = 300;
+    let mut last = String::new();
+    let mut stopped = None;
+    let mut server = Some(server);
+    for i in 0..total {
+        last = alice.send_text(&dm.id, &format!("m{i:03}")).await.unwrap().id;
+        if i == total / 3 {
+            stopped = Some(server.take().unwrap().stop().await);
+        }
+    }
+    wait_for(&mut alice_events, "reconnecting", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Reconnecting { .. }))).await;
+    let _server = TestServer::resume(stopped.unwrap()).await;
+    wait_state(&mut alice_events, &last, MessageState::Sent).await;
+    wait_for(&mut bob_events, "the last message", |e| matches!(e, Event::MessageAdded(m) if m.id == last)).await;
+    let expected: Vec<String> = (0..total).map(|i| format!("m{i:03}")).collect();
+    assert_eq!(all_texts(&bob, &dm.id).await, expected);
+    assert_eq!(all_texts(&alice, &dm.id).await, expected);
+}
+
+#[tokio::test]
+async fn history_pages_from_the_server_without_gaps_or_duplicates() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let alice = registered(&url, "alice").await;
+    registered(&url, "bob").await.shutdown().await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    let mut events = alice.subscribe();
+    let mut last = String::new();
+    for i in 0..130 {
+        last = alice.send_text(&dm.id, &format!("h{i:03}")).await.unwrap().id;
+    }
+    wait_state(&mut events, &last, MessageState::Sent).await;
+    // Bob on a new device with an empty cache: sync brings the inbox, paging must agree with it
+    // and with the server's history.
+    let bob = logged_in(&url, "bob", "tablet", None).await;
+    let mut bob_events = bob.subscribe();
+    wait_for(&mut bob_events, "caught up", |e| matches!(e, Event::SyncProgress { caught_up: true, .. })).await;
+    let expected: Vec<String> = (0..130).map(|i| format!("h{i:03}")).collect();
+    assert_eq!(all_texts(&bob, &dm.id).await, expected);
+    // A third device that never synced this conversation pages purely from the server.
+    let alice2 = logged_in(&url, "alice", "desktop", None).await;
+    let conversation = alice2.create_direct("bob").await.unwrap();
+    let mut texts = vec![];
+    let mut before = None;
+    loop {
+        let page = alice2.messages(&conversation.id, before, 25).await.unwrap();
+        texts.extend(page.messages.iter().map(|m| m.body.preview()));
+        if !page.has_more {
+            break;
+        }
+        before = page.next_before_seq;
+    }
+    texts.reverse();
+    assert_eq!(texts, expected);
+}
