@@ -231,6 +231,11 @@ impl Client {
         Ok(message)
     }
 
+    /// Messages committed locally and not yet acknowledged by the server (failed ones included).
+    pub async fn unsent_count(&self) -> Result<u64> {
+        self.inner.store.call(|c| Ok(c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
     /// Sends a text message.
     pub async fn send_text(&self, conversation: &str, text: &str) -> Result<Message> {
         self.send(conversation, Body::Text(text.to_owned())).await
