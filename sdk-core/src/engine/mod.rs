@@ -174,7 +174,9 @@ impl Engine {
         }
         let now = Instant::now();
         if self.next_attempt > now {
-            self.publish_state(ConnectionState::Reconnecting { attempt: self.backoff.attempt(), next_in: self.next_attempt - now });
+            if !matches!(*self.state.borrow(), ConnectionState::Reconnecting { .. }) {
+                self.publish_state(ConnectionState::Reconnecting { attempt: self.backoff.attempt(), next_in: self.next_attempt - now });
+            }
             let sleep = tokio::time::sleep_until(self.next_attempt);
             tokio::pin!(sleep);
             loop {
