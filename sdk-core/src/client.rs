@@ -25,6 +25,7 @@ struct Inner {
     store: Store,
     events: broadcast::Sender<Event>,
     state: watch::Receiver<ConnectionState>,
+    caught_up: watch::Receiver<bool>,
     device: String,
 }
 
@@ -54,10 +55,11 @@ impl Client {
         let (events, _) = broadcast::channel(4096);
         let initial = ConnectionState::Connecting;
         let (state_tx, state) = watch::channel(initial);
+        let (caught_up_tx, caught_up) = watch::channel(false);
         let device = config.device_id.clone();
-        let engine = Engine::new(config, store.clone(), boot, rx, events.clone(), state_tx);
+        let engine = Engine::new(config, store.clone(), boot, rx, events.clone(), state_tx, caught_up_tx);
         tokio::spawn(engine.run());
-        Ok(Client { inner: Arc::new(Inner { commands, store, events, state, device }) })
+        Ok(Client { inner: Arc::new(Inner { commands, store, events, state, caught_up, device }) })
     }
 
     async fn command(&self, command: Command) -> Result<()> {
@@ -113,6 +115,40 @@ impl Client {
     pub fn subscribe(&self) -> EventStream {
         let rx = self.inner.events.subscribe();
         EventStream::new(self.connection_state(), rx)
+    }
+
+    /// Whether a session is stored (the client connects by itself without a password).
+    pub async fn has_session(&self) -> Result<bool> {
+        self.inner.store.call(|c| Ok(settings::get(c, settings::TOKEN)?.is_some())).await
+    }
+
+    /// Whether the client is connected and has synced everything it missed.
+    pub fn is_caught_up(&self) -> bool {
+        *self.inner.caught_up.borrow()
+    }
+
+    /// Waits until connected and caught up, at most `timeout`; returns whether it happened.
+    pub async fn wait_caught_up(&self, timeout: std::time::Duration) -> bool {
+        let mut rx = self.inner.caught_up.clone();
+        matches!(tokio::time::timeout(timeout, rx.wait_for(|c| *c)).await, Ok(Ok(_)))
+    }
+
+    /// Waits until every message sent so far is acknowledged (or failed permanently), at most
+    /// `timeout`; returns whether the outbox drained. Use before a planned exit.
+    pub async fn flush(&self, timeout: std::time::Duration) -> Result<bool> {
+        let mut events = self.inner.events.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiting: i64 = self.inner.store.call(|c| Ok(c.query_row("SELECT count(*) FROM outbox WHERE failed = 0", [], |r| r.get(0))?)).await?;
+            if waiting == 0 {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return Ok(false),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(false),
+                Ok(_) => {}
+            }
+        }
     }
 
     // ---- conversations -------------------------------------------------------------------
@@ -229,6 +265,12 @@ impl Client {
         let _ = self.inner.events.send(Event::MessageAdded(message.clone()));
         self.command(Command::Enqueue { client_id, conversation: conversation.to_owned(), body, order }).await?;
         Ok(message)
+    }
+
+    /// One message from the local store.
+    pub async fn message(&self, id: &MessageId) -> Result<Option<Message>> {
+        let id = id.clone();
+        self.inner.store.call(move |c| messages::get(c, &id)).await
     }
 
     /// Messages committed locally and not yet acknowledged by the server (failed ones included).

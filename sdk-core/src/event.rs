@@ -35,12 +35,14 @@ pub enum Event {
 /// A subscription: a `Stream` of [`Event`]s, starting with the current connection state.
 pub struct EventStream {
     first: Option<Event>,
+    /// The last connection state delivered, to skip a repeat right after the snapshot.
+    last_state: Option<ConnectionState>,
     inner: tokio_stream_shim::BroadcastStream,
 }
 
 impl EventStream {
     pub(crate) fn new(current: ConnectionState, rx: broadcast::Receiver<Event>) -> Self {
-        EventStream { first: Some(Event::ConnectionChanged(current)), inner: tokio_stream_shim::BroadcastStream::new(rx) }
+        EventStream { first: Some(Event::ConnectionChanged(current)), last_state: None, inner: tokio_stream_shim::BroadcastStream::new(rx) }
     }
 
     /// The next event, or `None` when the client is gone.
@@ -54,9 +56,21 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         if let Some(first) = self.first.take() {
+            if let Event::ConnectionChanged(s) = &first {
+                self.last_state = Some(s.clone());
+            }
             return Poll::Ready(Some(first));
         }
-        Pin::new(&mut self.inner).poll_next(cx)
+        loop {
+            let next = futures_util::ready!(Pin::new(&mut self.inner).poll_next(cx));
+            if let Some(Event::ConnectionChanged(s)) = &next {
+                if self.last_state.as_ref() == Some(s) {
+                    continue;
+                }
+                self.last_state = Some(s.clone());
+            }
+            return Poll::Ready(next);
+        }
     }
 }
 

@@ -37,6 +37,17 @@ pub struct Conversation {
     pub active: bool,
 }
 
+impl Conversation {
+    /// A name to show: the title, or for a 1:1 the other member.
+    pub fn display_name(&self, me: &str) -> String {
+        if !self.title.is_empty() {
+            return self.title.clone();
+        }
+        let others: Vec<&str> = self.members.iter().map(String::as_str).filter(|m| *m != me).collect();
+        if others.is_empty() { self.id.clone() } else { others.join(", ") }
+    }
+}
+
 /// Media attached to an image, video or file message (the bytes live elsewhere, at `url`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Media {

@@ -96,7 +96,6 @@ async fn chat_rooms_and_rejoin_after_reconnect() {
     bob.network_lost().await.unwrap();
     bob.network_available().await.unwrap();
     wait_for(&mut bob_events, "reconnected", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Connected))).await;
-    wait_for(&mut bob_events, "caught up", |e| matches!(e, Event::SyncProgress { caught_up: true, .. })).await;
     let mut seen = false;
     for i in 0..50 {
         let m = alice.send_text(&room.id, &format!("again {i}")).await.unwrap();
@@ -136,23 +135,21 @@ async fn cancel_edit_and_retry() {
     alice.cancel(&drop_me.id).await.unwrap();
     wait_for(&mut events, "removed", |e| matches!(e, Event::MessageRemoved { id, .. } if *id == drop_me.id)).await;
     alice.network_available().await.unwrap();
-    let sent = wait_state(&mut events, &keep.id, MessageState::Sent).await;
+    let sent = wait_state(&alice, &mut events, &keep.id, MessageState::Sent).await;
     assert_eq!(alice.edit(&keep.id, Body::Text("too late".into())).await.unwrap_err().code(), "NOT_CHANGEABLE");
     assert_eq!(sent.body, Body::Text("typo here".into()));
     let mut bob_events = bob.subscribe();
-    if all_texts(&bob, &dm.id).await.is_empty() {
-        wait_for(&mut bob_events, "the edited message", |e| matches!(e, Event::MessageAdded(_))).await;
-    }
+    wait_present(&bob, &mut bob_events, &keep.id).await;
     assert_eq!(all_texts(&bob, &dm.id).await, vec!["typo here"]);
 
     // A permanent refusal: carol is removed from a group and then sends to it.
-    let group = alice.create_group("g", &["carol"]).await.unwrap();
     let mut carol_events = carol.subscribe();
+    let group = alice.create_group("g", &["carol"]).await.unwrap();
     wait_for(&mut carol_events, "group", |e| matches!(e, Event::ConversationChanged(c) if c.id == group.id)).await;
     alice.remove_members(&group.id, &["carol"]).await.unwrap();
     wait_for(&mut carol_events, "removed", |e| matches!(e, Event::ConversationChanged(c) if c.id == group.id && !c.active)).await;
     let refused = carol.send_text(&group.id, "am I still here?").await.unwrap();
-    let failed = wait_state(&mut carol_events, &refused.id, MessageState::Failed { reason: String::new(), retryable: false }).await;
+    let failed = wait_state(&carol, &mut carol_events, &refused.id, MessageState::Failed { reason: String::new(), retryable: false }).await;
     match failed.state {
         MessageState::Failed { reason, retryable } => {
             assert!(reason.contains("FORBIDDEN"), "{reason}");
@@ -162,7 +159,7 @@ async fn cancel_edit_and_retry() {
     }
     assert_eq!(carol.unsent_count().await.unwrap(), 1, "a failed message waits for the app");
     carol.retry(&refused.id).await.unwrap();
-    wait_state(&mut carol_events, &refused.id, MessageState::Failed { reason: String::new(), retryable: false }).await;
+    wait_state(&carol, &mut carol_events, &refused.id, MessageState::Failed { reason: String::new(), retryable: false }).await;
     carol.cancel(&refused.id).await.unwrap();
     assert_eq!(carol.unsent_count().await.unwrap(), 0);
 }

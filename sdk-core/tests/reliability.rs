@@ -27,7 +27,7 @@ async fn messages_go_pending_sent_delivered_read() {
     assert_eq!(echo.state, MessageState::Pending);
     assert!(echo.outgoing && echo.server_id.is_none());
 
-    let sent = wait_state(&mut alice_events, &echo.id, MessageState::Sent).await;
+    let sent = wait_state(&alice, &mut alice_events, &echo.id, MessageState::Sent).await;
     assert_eq!(sent.seq, Some(1));
     let got = match wait_for(&mut bob_events, "bob's message", |e| matches!(e, Event::MessageAdded(_))).await {
         Event::MessageAdded(m) => m,
@@ -35,12 +35,12 @@ async fn messages_go_pending_sent_delivered_read() {
     };
     assert_eq!((got.body.preview(), got.sender.as_str(), got.id.as_str()), ("hi bob".to_string(), "alice", echo.id.as_str()));
     // Bob's client acknowledges delivery by itself; alice sees it.
-    wait_state(&mut alice_events, &echo.id, MessageState::Delivered).await;
+    wait_state(&alice, &mut alice_events, &echo.id, MessageState::Delivered).await;
     let bob_dm = bob.conversation(&dm.id).await.unwrap().unwrap();
     assert_eq!(bob_dm.unread_count, 1);
     bob.mark_read(&dm.id).await.unwrap();
     assert_eq!(bob.conversation(&dm.id).await.unwrap().unwrap().unread_count, 0);
-    wait_state(&mut alice_events, &echo.id, MessageState::Read).await;
+    wait_state(&alice, &mut alice_events, &echo.id, MessageState::Read).await;
 }
 
 #[tokio::test]
@@ -94,8 +94,8 @@ async fn persist_before_send_survives_a_client_that_dies_offline() {
     let mut bob_events = bob.subscribe();
     let alice = Client::open(config(&url).store_path(&store)).await.unwrap();
     let mut alice_events = alice.subscribe();
-    wait_state(&mut alice_events, &echo.id, MessageState::Sent).await;
-    wait_for(&mut bob_events, "the offline message", |e| matches!(e, Event::MessageAdded(m) if m.id == echo.id)).await;
+    wait_state(&alice, &mut alice_events, &echo.id, MessageState::Sent).await;
+    wait_present(&bob, &mut bob_events, &echo.id).await;
     assert_eq!(all_texts(&bob, &dm.id).await, vec!["written while offline"]);
 }
 
@@ -148,13 +148,13 @@ async fn a_lost_ack_is_resent_with_the_same_id_and_delivered_once() {
     let dm = alice.create_direct("bob").await.unwrap();
     let mut alice_events = alice.subscribe();
     let echo = alice.send_text(&dm.id, "exactly once").await.unwrap();
-    let sent = wait_state(&mut alice_events, &echo.id, MessageState::Sent).await;
+    let sent = wait_state(&alice, &mut alice_events, &echo.id, MessageState::Sent).await;
     assert!(lost.load(Ordering::SeqCst), "the first ack was lost");
     assert_eq!(sent.seq, Some(1));
     // Bob has it once; a later message follows it directly.
-    alice.send_text(&dm.id, "and then this").await.unwrap();
     let mut bob_events = bob.subscribe();
-    wait_for(&mut bob_events, "second message", |e| matches!(e, Event::MessageAdded(m) if m.body.preview() == "and then this")).await;
+    let second = alice.send_text(&dm.id, "and then this").await.unwrap();
+    wait_present(&bob, &mut bob_events, &second.id).await;
     assert_eq!(all_texts(&bob, &dm.id).await, vec!["exactly once", "and then this"]);
 }
 
@@ -179,8 +179,8 @@ async fn offline_sends_go_out_in_order_after_reconnect() {
     alice.register("alice", PASSWORD).await.unwrap();
     let dm = alice.create_direct("bob").await.unwrap();
 
-    proxy.set_accepting(false); // cuts the live link and refuses new ones
     let mut alice_events = alice.subscribe();
+    proxy.set_accepting(false); // cuts the live link and refuses new ones
     wait_for(&mut alice_events, "reconnecting", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Reconnecting { .. }))).await;
     let mut ids = vec![];
     for i in 0..20 {
@@ -190,12 +190,10 @@ async fn offline_sends_go_out_in_order_after_reconnect() {
     assert!(pending.messages.iter().all(|m| m.state == MessageState::Pending));
     proxy.set_accepting(true);
     alice.network_available().await.unwrap();
-    wait_state(&mut alice_events, ids.last().unwrap(), MessageState::Sent).await;
+    wait_state(&alice, &mut alice_events, ids.last().unwrap(), MessageState::Sent).await;
     let expected: Vec<String> = (0..20).map(|i| format!("offline {i}")).collect();
     let mut bob_events = bob.subscribe();
-    if all_texts(&bob, &dm.id).await.len() < 20 {
-        wait_for(&mut bob_events, "the last message", |e| matches!(e, Event::MessageAdded(m) if m.body.preview() == "offline 19")).await;
-    }
+    wait_present(&bob, &mut bob_events, ids.last().unwrap()).await;
     assert_eq!(all_texts(&bob, &dm.id).await, expected);
     assert_eq!(all_texts(&alice, &dm.id).await, expected);
 }
@@ -221,8 +219,8 @@ async fn a_server_restart_mid_stream_loses_and_duplicates_nothing() {
     }
     wait_for(&mut alice_events, "reconnecting", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Reconnecting { .. }))).await;
     let _server = TestServer::resume(stopped.unwrap()).await;
-    wait_state(&mut alice_events, &last, MessageState::Sent).await;
-    wait_for(&mut bob_events, "the last message", |e| matches!(e, Event::MessageAdded(m) if m.id == last)).await;
+    wait_state(&alice, &mut alice_events, &last, MessageState::Sent).await;
+    wait_present(&bob, &mut bob_events, &last).await;
     let expected: Vec<String> = (0..total).map(|i| format!("m{i:03}")).collect();
     assert_eq!(all_texts(&bob, &dm.id).await, expected);
     assert_eq!(all_texts(&alice, &dm.id).await, expected);
@@ -240,12 +238,11 @@ async fn history_pages_from_the_server_without_gaps_or_duplicates() {
     for i in 0..130 {
         last = alice.send_text(&dm.id, &format!("h{i:03}")).await.unwrap().id;
     }
-    wait_state(&mut events, &last, MessageState::Sent).await;
+    wait_state(&alice, &mut events, &last, MessageState::Sent).await;
     // Bob on a new device with an empty cache: sync brings the inbox, paging must agree with it
     // and with the server's history.
     let bob = logged_in(&url, "bob", "tablet", None).await;
-    let mut bob_events = bob.subscribe();
-    wait_for(&mut bob_events, "caught up", |e| matches!(e, Event::SyncProgress { caught_up: true, .. })).await;
+    eventually("bob's sync", || async { bob.message(&last).await.unwrap().is_some() }).await;
     let expected: Vec<String> = (0..130).map(|i| format!("h{i:03}")).collect();
     assert_eq!(all_texts(&bob, &dm.id).await, expected);
     // A third device that never synced this conversation pages purely from the server.

@@ -134,11 +134,15 @@ where
             break Some(code);
         }
     };
-    if let Some(code) = code {
+    match code {
         // Ordered after the replies already queued; falls back to an abrupt close.
-        if conn.outbound.try_send(Outbound::Close(code)).is_err() {
-            peer.close(code);
+        Some(code) => {
+            if conn.outbound.try_send(Outbound::Close(code)).is_err() {
+                peer.close(code);
+            }
         }
+        // The peer left: stop the writer now rather than when its queue drains.
+        None => peer.close(close::NORMAL),
     }
     drop(conn.outbound);
     if let Phase::Authenticated(identity) = &conn.phase {

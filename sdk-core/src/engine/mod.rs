@@ -76,6 +76,7 @@ pub(crate) struct Engine {
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<Event>,
     state: watch::Sender<ConnectionState>,
+    caught_up: watch::Sender<bool>,
     me: Option<String>,
     token: Option<String>,
     backoff: Backoff,
@@ -103,6 +104,7 @@ impl Engine {
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<Event>,
         state: watch::Sender<ConnectionState>,
+        caught_up: watch::Sender<bool>,
     ) -> Self {
         let mut outbox = Outbox::new(config.send_window);
         for u in boot.outbox {
@@ -118,6 +120,7 @@ impl Engine {
             commands,
             events,
             state,
+            caught_up,
             me: boot.username,
             token: boot.token,
             outbox,
@@ -267,6 +270,7 @@ impl Engine {
             return;
         }
         tracing::debug!(why, "link dropped");
+        self.caught_up.send_replace(false);
         self.outbox.on_disconnect();
         self.sync.on_disconnected();
         self.backoff.on_disconnected(Instant::now().into_std());
@@ -369,7 +373,9 @@ impl Engine {
         if let Some((count, has_more)) = applied.page {
             match self.sync.on_page_committed(applied.page_cursor, count, has_more) {
                 SyncStep::Request { since } => self.send_link(Outgoing::Sync { since }).await,
-                SyncStep::Live => {}
+                SyncStep::Live => {
+                    self.caught_up.send_replace(true);
+                }
             }
             let caught_up = !has_more;
             self.emit(Event::SyncProgress { applied: self.sync.applied, caught_up });
@@ -500,6 +506,7 @@ impl Engine {
     /// Register or log in on a fresh link; on success the session is stored and the link used.
     async fn authenticate(&mut self, auth: Auth) -> Result<String> {
         self.link = None;
+        self.caught_up.send_replace(false);
         self.outbox.on_disconnect();
         self.sync.on_disconnected();
         self.publish_state(ConnectionState::Connecting);

@@ -95,19 +95,52 @@ pub async fn wait_for(events: &mut EventStream, what: &str, mut pred: impl FnMut
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// Waits until the message with `id` reaches `state` (or further) in the client's events.
-pub async fn wait_state(events: &mut EventStream, id: &str, state: MessageState) -> Message {
-    let rank = |s: &MessageState| match s {
+fn rank(s: &MessageState) -> u8 {
+    match s {
         MessageState::Pending => 0,
         MessageState::Sending => 1,
         MessageState::Sent => 2,
         MessageState::Delivered => 3,
         MessageState::Read => 4,
         MessageState::Failed { .. } => 9,
-    };
+    }
+}
+
+/// Waits until the message with `id` reaches `state` (or further): the store is checked first,
+/// then the events (subscribe before calling, so nothing falls in between).
+pub async fn wait_state(client: &Client, events: &mut EventStream, id: &str, state: MessageState) -> Message {
+    if let Some(m) = client.message(&id.to_string()).await.unwrap() {
+        if rank(&m.state) >= rank(&state) {
+            return m;
+        }
+    }
     match wait_for(events, &format!("{id} to be {state:?}"), |e| matches!(e, Event::MessageUpdated(m) if m.id == id && rank(&m.state) >= rank(&state))).await {
         Event::MessageUpdated(m) => m,
         _ => unreachable!(),
+    }
+}
+
+/// Waits until the message with `id` is in `client`'s store.
+pub async fn wait_present(client: &Client, events: &mut EventStream, id: &str) -> Message {
+    if let Some(m) = client.message(&id.to_string()).await.unwrap() {
+        return m;
+    }
+    match wait_for(events, &format!("{id} to arrive"), |e| matches!(e, Event::MessageAdded(m) if m.id == id)).await {
+        Event::MessageAdded(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+/// Polls `check` until it holds (bounded); for conditions no single event announces.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
