@@ -28,8 +28,25 @@ struct Args {
     rate: u32,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// A parent may start us with SIGTERM or SIGINT blocked (some runtimes spawn children from
+/// threads that block signals); a blocked signal would never reach the shutdown handler.
+fn unblock_shutdown_signals() {
+    // SAFETY: plain libc calls on a local, initialised signal set; no memory is shared.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    unblock_shutdown_signals();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
