@@ -376,3 +376,41 @@ async fn media_and_custom_bodies_round_trip() {
         .collect();
     assert_eq!(bodies, vec![image, custom]);
 }
+
+#[tokio::test]
+async fn pages_of_large_messages_stay_within_one_frame() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    Client::register(&url, "alice").await;
+    Client::register(&url, "bob").await;
+    let mut alice = Client::login(&url, "alice", "phone").await;
+    let dm = alice.direct("bob").await;
+    let big = "b".repeat(missive_proto::MAX_BODY_BYTES);
+    for i in 0..12 {
+        alice.send_text(dm.id, &format!("big{i}"), &big).await;
+    }
+    // 12 x 64 KiB does not fit in one 256 KiB frame: the pages must split, and nothing is lost.
+    let mut bob = Client::login(&url, "bob", "phone").await;
+    let mut since = 0;
+    let mut pages = 0;
+    let mut messages_seen = 0;
+    loop {
+        let page = match bob.request(Request::Sync(v1::SyncRequest { since, limit: 500 })).await {
+            reply::Result::Sync(p) => p,
+            other => panic!("{other:?}"),
+        };
+        pages += 1;
+        messages_seen += messages(&page.events).len();
+        since = page.next_cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(messages_seen, 12);
+    assert!(pages >= 4, "{pages} pages");
+    let history = match bob.request(Request::History(v1::HistoryRequest { conversation_id: dm.id, before_seq: 0, limit: 500 })).await {
+        reply::Result::History(h) => h,
+        other => panic!("{other:?}"),
+    };
+    assert!(history.has_more && history.messages.len() < 12);
+}

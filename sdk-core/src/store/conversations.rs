@@ -89,8 +89,9 @@ pub fn ensure(conn: &Connection, id: &str, kind: ConversationKind) -> Result<()>
 }
 
 /// A message was stored: maintain the last message, activity time, sequence and unread count.
-pub fn on_message(conn: &Connection, conversation: &str, message_id: &str, seq: Option<u64>, unread: bool, at_ms: i64) -> Result<()> {
-    conn.prepare_cached(
+/// Returns false if the conversation is not known yet.
+pub fn on_message(conn: &Connection, conversation: &str, message_id: &str, seq: Option<u64>, unread: bool, at_ms: i64) -> Result<bool> {
+    let changed = conn.prepare_cached(
         "UPDATE conversations SET
              last_message = CASE WHEN ?3 IS NULL OR ?3 >= last_seq OR last_message IS NULL THEN ?2 ELSE last_message END,
              last_seq = max(last_seq, coalesce(?3, 0)),
@@ -99,7 +100,7 @@ pub fn on_message(conn: &Connection, conversation: &str, message_id: &str, seq: 
          WHERE id = ?1",
     )?
     .execute(params![conversation, message_id, seq.map(|s| s as i64), unread, at_ms])?;
-    Ok(())
+    Ok(changed == 1)
 }
 
 /// Recomputes the last message after a local echo was removed.
@@ -135,20 +136,25 @@ pub fn mark_read(conn: &Connection, conversation: &str) -> Result<Option<u64>> {
     }
     conn.prepare_cached("UPDATE conversations SET read_seq = ?2, unread = 0, read_synced = 0 WHERE id = ?1")?
         .execute(params![conversation, last])?;
-    messages::mark_incoming_read(conn, conversation, last as u64)?;
+    messages::mark_incoming_read(conn, conversation, read as u64, last as u64)?;
     Ok(Some(last as u64))
 }
 
 /// This user read up to `seq` on another device.
 pub fn read_elsewhere(conn: &Connection, conversation: &str, seq: u64) -> Result<bool> {
-    let changed = conn
-        .prepare_cached("UPDATE conversations SET read_seq = ?2 WHERE id = ?1 AND read_seq < ?2")?
-        .execute(params![conversation, seq as i64])?;
-    if changed > 0 {
-        messages::mark_incoming_read(conn, conversation, seq)?;
-        recount_unread(conn, conversation)?;
+    let previous: Option<i64> = conn
+        .prepare_cached("SELECT read_seq FROM conversations WHERE id = ?1")?
+        .query_row([conversation], |r| r.get(0))
+        .optional()?;
+    match previous {
+        Some(previous) if (previous as u64) < seq => {
+            conn.prepare_cached("UPDATE conversations SET read_seq = ?2 WHERE id = ?1")?.execute(params![conversation, seq as i64])?;
+            messages::mark_incoming_read(conn, conversation, previous as u64, seq)?;
+            recount_unread(conn, conversation)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    Ok(changed > 0)
 }
 
 /// Read markers not yet confirmed by the server.

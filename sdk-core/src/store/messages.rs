@@ -82,8 +82,10 @@ pub struct Unsent {
 /// The outbox in creation order.
 pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
     let mut stmt = conn.prepare_cached(
+        // CROSS JOIN keeps the (small) outbox as the outer loop: ordering by the messages'
+        // rowid would otherwise let SQLite scan every message.
         "SELECT o.client_id, m.conversation_id, m.body, m.rowid, o.failed
-         FROM outbox o JOIN messages m ON m.rowid = o.message_rowid ORDER BY m.rowid",
+         FROM outbox o CROSS JOIN messages m ON m.rowid = o.message_rowid ORDER BY o.message_rowid",
     )?;
     let rows = stmt
         .query_map([], |r| {
@@ -134,50 +136,74 @@ pub enum Applied {
     Confirmed(Message),
 }
 
-/// Stores a message from the server exactly once.
+/// Stores a message from the server exactly once. The common case (a new message) costs two
+/// statements: the insert, which the unique id and server id turn into a no-op for a replay, and
+/// the conversation's maintained fields.
 pub fn apply_remote(conn: &Connection, me: &str, m: &RemoteMessage, kind_if_new: ConversationKind) -> Result<Option<Applied>> {
     let id = message_id(&m.sender, &m.client_id);
     let outgoing = m.sender == me;
-    let known: Option<Option<String>> =
-        conn.prepare_cached("SELECT server_id FROM messages WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
-    match known {
-        Some(Some(_)) => return Ok(None),
-        Some(None) => {
-            // Our pending echo, confirmed by the server.
-            return Ok(apply_ack(conn, me, &m.client_id, &m.server_id, m.seq, m.server_time_ms)?.map(Applied::Confirmed));
-        }
-        None => {}
-    }
-    let exists: bool = conn.prepare_cached("SELECT 1 FROM messages WHERE server_id = ?1")?.exists([&m.server_id])?;
-    if exists {
-        return Ok(None);
-    }
-    conversations::ensure(conn, &m.conversation, kind_if_new)?;
     let state = if outgoing { MessageState::Sent } else { MessageState::Delivered };
-    conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![id, m.conversation, m.sender, m.client_id, m.server_id, m.seq as i64, encode_body(&m.body), state.code(), outgoing, m.server_time_ms])?;
-    conversations::on_message(conn, &m.conversation, &id, Some(m.seq), !outgoing, m.server_time_ms)?;
-    Ok(Some(Applied::Added(require(conn, &id)?)))
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![id, m.conversation, m.sender, m.client_id, m.server_id, m.seq as i64, encode_body(&m.body), state.code(), outgoing, m.server_time_ms])?;
+    if inserted == 0 {
+        // Known already: a replay (no-op), or our own pending echo confirmed by the server.
+        let known: Option<Option<String>> =
+            conn.prepare_cached("SELECT server_id FROM messages WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
+        return Ok(match known {
+            Some(None) => apply_ack(conn, me, &m.client_id, &m.server_id, m.seq, m.server_time_ms)?.map(Applied::Confirmed),
+            _ => None,
+        });
+    }
+    if !conversations::on_message(conn, &m.conversation, &id, Some(m.seq), !outgoing, m.server_time_ms)? {
+        conversations::ensure(conn, &m.conversation, kind_if_new)?;
+        conversations::on_message(conn, &m.conversation, &id, Some(m.seq), !outgoing, m.server_time_ms)?;
+    }
+    Ok(Some(Applied::Added(Message {
+        id,
+        conversation_id: m.conversation.clone(),
+        sender: m.sender.clone(),
+        client_id: m.client_id.clone(),
+        server_id: Some(m.server_id.clone()),
+        seq: Some(m.seq),
+        body: m.body.clone(),
+        state,
+        outgoing,
+        timestamp_ms: m.server_time_ms,
+    })))
 }
 
-/// Another member's receipt: our messages up to `seq` become Delivered or Read.
+/// Another member's receipt: our messages up to `seq` become Delivered or Read. Only the range
+/// above the previous receipt of the same kind is touched, so a stream of receipts costs time in
+/// proportion to the messages they newly cover.
 pub fn apply_receipt(conn: &Connection, conversation: &str, seq: u64, read: bool) -> Result<Vec<Message>> {
+    let column = if read { "peer_read_seq" } else { "peer_delivered_seq" };
+    let previous: Option<i64> = conn
+        .prepare_cached(&format!("SELECT {column} FROM conversations WHERE id = ?1"))?
+        .query_row([conversation], |r| r.get(0))
+        .optional()?;
+    let Some(previous) = previous else { return Ok(vec![]) };
+    if seq as i64 <= previous {
+        return Ok(vec![]);
+    }
+    conn.prepare_cached(&format!("UPDATE conversations SET {column} = ?2 WHERE id = ?1"))?.execute(params![conversation, seq as i64])?;
     let target = if read { MessageState::Read.code() } else { MessageState::Delivered.code() };
     let sql = format!(
-        "UPDATE messages SET state = ?3 WHERE conversation_id = ?1 AND outgoing = 1 AND seq <= ?2
-             AND state >= 2 AND state < ?3 RETURNING {COLUMNS}"
+        "UPDATE messages SET state = ?4 WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND outgoing = 1
+             AND state >= 2 AND state < ?4 RETURNING {COLUMNS}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![conversation, seq as i64, target], |r| from_row_at(r, 0))?.collect::<Result<_, _>>()?;
+    let rows = stmt.query_map(params![conversation, previous, seq as i64, target], |r| from_row_at(r, 0))?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
-pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, seq: u64) -> Result<()> {
-    conn.prepare_cached("UPDATE messages SET state = 4 WHERE conversation_id = ?1 AND outgoing = 0 AND seq <= ?2 AND state = 3")?
-        .execute(params![conversation, seq as i64])?;
+/// Incoming messages in (`from`, `to`] become Read.
+pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, from: u64, to: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE messages SET state = 4 WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND outgoing = 0 AND state = 3")?
+        .execute(params![conversation, from as i64, to as i64])?;
     Ok(())
 }
 

@@ -50,6 +50,12 @@ ALTER TABLE conversations ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE conversations ADD COLUMN read_synced INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE messages ADD COLUMN failure_retryable INTEGER NOT NULL DEFAULT 0;
 "#,
+    // v3: the highest delivered and read receipts seen from other members, so that a receipt
+    // updates only the messages it newly covers instead of rescanning the conversation.
+    r#"
+ALTER TABLE conversations ADD COLUMN peer_delivered_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN peer_read_seq INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

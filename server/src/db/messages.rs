@@ -118,6 +118,23 @@ pub fn send(
     Ok(SendOutcome { ack, deliveries, room_message: None })
 }
 
+/// Bytes a page may fill, leaving room for the envelope around it.
+const PAGE_BYTES: usize = missive_proto::MAX_FRAME_BYTES - 16 * 1024;
+
+/// Keeps the longest prefix that fits in one frame (at least one item, which always fits: bodies
+/// are bounded far below the frame size). Returns whether anything was cut.
+fn truncate_to_frame<M: prost::Message>(items: &mut Vec<M>) -> bool {
+    let mut total = 0;
+    for (i, item) in items.iter().enumerate() {
+        total += item.encoded_len() + 8;
+        if total > PAGE_BYTES && i > 0 {
+            items.truncate(i);
+            return true;
+        }
+    }
+    false
+}
+
 fn page_size(limit: u32) -> u32 {
     if limit == 0 { DEFAULT_PAGE_SIZE } else { limit.min(MAX_PAGE_SIZE) }
 }
@@ -156,8 +173,9 @@ pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<
             Ok(event)
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let has_more = events.len() > limit as usize;
+    let mut has_more = events.len() > limit as usize;
     events.truncate(limit as usize);
+    has_more |= truncate_to_frame(&mut events);
     let next_cursor = events.last().map_or(since, |e| e.cursor);
     Ok(v1::SyncPage { events, has_more, next_cursor })
 }
@@ -175,8 +193,9 @@ pub fn history(conn: &Connection, me: UserId, conv: ConversationId, before: u64,
     let mut messages = stmt
         .query_map(params![conv, before, limit as i64 + 1], |r| message_from_row(r, 0))?
         .collect::<Result<Vec<_>, _>>()?;
-    let has_more = messages.len() > limit as usize;
+    let mut has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
+    has_more |= truncate_to_frame(&mut messages);
     Ok(v1::HistoryPage { messages, has_more })
 }
 
