@@ -102,9 +102,38 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     (at(0.50), at(0.99))
 }
 
+/// Local commits only (the client is offline): the cost of persist-before-send by itself.
+async fn local_commits(url: &str, dir: &Path) -> f64 {
+    let c = client(url, Some(&dir.join("solo.db")), "solo", true).await;
+    let _peer = client(url, None, "peer", true).await;
+    let dm = c.create_direct("peer").await.unwrap();
+    c.network_lost().await.unwrap();
+    let n = 50_000;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (c, conv) = (c.clone(), dm.id.clone());
+            tokio::spawn(async move {
+                for _ in 0..n / 32 {
+                    c.send_text(&conv, &"z".repeat(PAYLOAD)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (n / 32 * 32) as f64 / start.elapsed().as_secs_f64();
+    c.shutdown().await;
+    rate
+}
+
 async fn send_ack(url: &str, dir: &Path, raw: f64) {
+    let offline = local_commits(url, dir).await;
+    println!("send_local: {offline:.0} msg/s committed locally with no network (32 concurrent send calls)");
     let alice = client(url, Some(&dir.join("alice.db")), "alice", true).await;
-    let _bob = client(url, None, "bob", true).await;
+    // The recipient is offline: the figure is the sender's path (SDK + server), not a receiver's.
+    client(url, None, "bob", true).await.shutdown().await;
     let dm = alice.create_direct("bob").await.unwrap();
     let n = 50_000;
     let text = "x".repeat(PAYLOAD);

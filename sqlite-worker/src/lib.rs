@@ -122,13 +122,15 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, completions: &mut Vec<Comp
         completions.extend(batch.drain(..).map(|job| job(conn).1));
         return false;
     }
+    // Cached statements: these run once per job, so parsing them each time would show.
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
     for job in batch.drain(..) {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let savepoint = exec("SAVEPOINT job");
         let (ok, completion) = job(conn);
         completions.push(completion);
         if savepoint.is_ok() {
-            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-            if let Err(e) = conn.execute_batch(end) {
+            let end = if ok { exec("RELEASE job") } else { exec("ROLLBACK TO job").and_then(|_| exec("RELEASE job")) };
+            if let Err(e) = end {
                 tracing::error!(error = %e, "savepoint failure");
             }
         }

@@ -5,7 +5,9 @@
 //!   cannot be had. Prints one line per suite and a final `N passed, N failed` line.
 //! - `cargo xtask test rust|kotlin|swift`: one suite.
 //! - `cargo xtask bindings`: (re)generate the Kotlin and Swift bindings only.
+//! - `cargo xtask bench`: the benchmarks (release mode, loopback), each with its baseline.
 
+mod bench;
 mod bindings;
 mod suites;
 mod util;
@@ -51,6 +53,13 @@ fn main() -> ExitCode {
             println!("{passed} passed, {}", if broken > 0 { format!("{} failed", failed + broken) } else { format!("{failed} failed") });
             if failed > 0 || broken > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
+        Some("bench") => match bench::run_all(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("bindings") => match bindings::build_and_generate(&root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -59,7 +68,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: cargo xtask test [rust|kotlin|swift] | cargo xtask bindings");
+            eprintln!("usage: cargo xtask test [rust|kotlin|swift] | cargo xtask bench | cargo xtask bindings");
             ExitCode::FAILURE
         }
     }

@@ -7,7 +7,7 @@
 //! order (the server's idempotency makes a repeat harmless); an acknowledgement is matched by
 //! client id; a permanently refused message stays until the app retries, edits or cancels it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{Body, ConversationId};
 
@@ -37,16 +37,20 @@ pub enum ChangeError {
     InFlight,
 }
 
+/// Every operation is O(log n) in the number of unsent messages (an offline client may hold
+/// tens of thousands).
 #[derive(Debug)]
 pub struct Outbox {
-    entries: VecDeque<Entry>,
+    entries: BTreeMap<i64, Entry>,
+    by_id: HashMap<String, i64>,
+    queued: BTreeSet<i64>,
+    in_flight: BTreeSet<i64>,
     window: usize,
-    in_flight: usize,
 }
 
 impl Outbox {
     pub fn new(window: usize) -> Self {
-        Outbox { entries: VecDeque::new(), window: window.max(1), in_flight: 0 }
+        Outbox { entries: BTreeMap::new(), by_id: HashMap::new(), queued: BTreeSet::new(), in_flight: BTreeSet::new(), window: window.max(1) }
     }
 
     pub fn len(&self) -> usize {
@@ -58,77 +62,94 @@ impl Outbox {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight.len()
     }
 
     pub fn get(&self, client_id: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.client_id == client_id)
+        self.entries.get(self.by_id.get(client_id)?)
     }
 
-    /// Adds a committed message, keeping creation order.
+    fn set_state(&mut self, order: i64, state: EntryState) {
+        let Some(entry) = self.entries.get_mut(&order) else { return };
+        match entry.state {
+            EntryState::Queued => self.queued.remove(&order),
+            EntryState::InFlight => self.in_flight.remove(&order),
+            EntryState::Failed => false,
+        };
+        match state {
+            EntryState::Queued => self.queued.insert(order),
+            EntryState::InFlight => self.in_flight.insert(order),
+            EntryState::Failed => false,
+        };
+        entry.state = state;
+    }
+
+    /// Adds a committed message, keeping creation order. A known client id is ignored.
     pub fn push(&mut self, client_id: String, conversation: ConversationId, body: Body, order: i64) {
-        if self.get(&client_id).is_some() {
+        if self.by_id.contains_key(&client_id) || self.entries.contains_key(&order) {
             return;
         }
-        let entry = Entry { client_id, conversation, body, order, state: EntryState::Queued, attempts: 0 };
-        let at = self.entries.iter().rposition(|e| e.order < order).map_or(0, |i| i + 1);
-        self.entries.insert(at, entry);
+        self.by_id.insert(client_id.clone(), order);
+        self.entries.insert(order, Entry { client_id, conversation, body, order, state: EntryState::Queued, attempts: 0 });
+        self.queued.insert(order);
     }
 
     /// The next message to transmit, if the window allows; marks it in flight.
     pub fn next_to_send(&mut self) -> Option<&Entry> {
-        if self.in_flight >= self.window {
+        if self.in_flight.len() >= self.window {
             return None;
         }
-        let entry = self.entries.iter_mut().find(|e| e.state == EntryState::Queued)?;
-        entry.state = EntryState::InFlight;
+        let order = *self.queued.first()?;
+        self.set_state(order, EntryState::InFlight);
+        let entry = self.entries.get_mut(&order)?;
         entry.attempts += 1;
-        self.in_flight += 1;
         Some(entry)
     }
 
     /// The server acknowledged `client_id`: it leaves the outbox. Unknown ids are ignored
     /// (an ack of a replay after restart, or of a cancelled message).
     pub fn on_ack(&mut self, client_id: &str) -> Option<Entry> {
-        let i = self.entries.iter().position(|e| e.client_id == client_id)?;
-        let entry = self.entries.remove(i)?;
-        if entry.state == EntryState::InFlight {
-            self.in_flight -= 1;
-        }
-        Some(entry)
+        let order = self.by_id.remove(client_id)?;
+        self.queued.remove(&order);
+        self.in_flight.remove(&order);
+        self.entries.remove(&order)
     }
 
     /// The server refused `client_id`. Retryable: back in the queue at its place; permanent:
     /// parked as failed.
     pub fn on_refused(&mut self, client_id: &str, retryable: bool) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.client_id == client_id) {
-            if e.state == EntryState::InFlight {
-                self.in_flight -= 1;
-            }
-            e.state = if retryable { EntryState::Queued } else { EntryState::Failed };
+        if let Some(&order) = self.by_id.get(client_id) {
+            self.set_state(order, if retryable { EntryState::Queued } else { EntryState::Failed });
         }
     }
 
     /// The link dropped: everything in flight is queued again, order kept.
     pub fn on_disconnect(&mut self) {
-        for e in self.entries.iter_mut().filter(|e| e.state == EntryState::InFlight) {
-            e.state = EntryState::Queued;
+        for order in std::mem::take(&mut self.in_flight) {
+            if let Some(e) = self.entries.get_mut(&order) {
+                e.state = EntryState::Queued;
+                self.queued.insert(order);
+            }
         }
-        self.in_flight = 0;
+    }
+
+    fn order_of(&self, client_id: &str) -> Result<i64, ChangeError> {
+        self.by_id.get(client_id).copied().ok_or(ChangeError::NotFound)
     }
 
     /// The app retries a failed message.
     pub fn retry(&mut self, client_id: &str) -> Result<(), ChangeError> {
-        let e = self.entries.iter_mut().find(|e| e.client_id == client_id).ok_or(ChangeError::NotFound)?;
-        if e.state == EntryState::Failed {
-            e.state = EntryState::Queued;
+        let order = self.order_of(client_id)?;
+        if self.entries[&order].state == EntryState::Failed {
+            self.set_state(order, EntryState::Queued);
         }
         Ok(())
     }
 
     /// The app edits a message that is not on the wire.
     pub fn edit(&mut self, client_id: &str, body: Body) -> Result<(), ChangeError> {
-        let e = self.entries.iter_mut().find(|e| e.client_id == client_id).ok_or(ChangeError::NotFound)?;
+        let order = self.order_of(client_id)?;
+        let e = self.entries.get_mut(&order).ok_or(ChangeError::NotFound)?;
         if e.state == EntryState::InFlight {
             return Err(ChangeError::InFlight);
         }
@@ -138,11 +159,11 @@ impl Outbox {
 
     /// The app cancels a message that is not on the wire.
     pub fn cancel(&mut self, client_id: &str) -> Result<Entry, ChangeError> {
-        let i = self.entries.iter().position(|e| e.client_id == client_id).ok_or(ChangeError::NotFound)?;
-        if self.entries[i].state == EntryState::InFlight {
+        let order = self.order_of(client_id)?;
+        if self.entries[&order].state == EntryState::InFlight {
             return Err(ChangeError::InFlight);
         }
-        Ok(self.entries.remove(i).expect("index is valid"))
+        self.on_ack(client_id).ok_or(ChangeError::NotFound)
     }
 }
 
