@@ -39,6 +39,16 @@ impl Drop for Inner {
 impl Client {
     /// Opens the store and starts the engine on the current tokio runtime. If the store holds a
     /// session, the client reconnects with it at once, without asking for the password.
+    ///
+    /// ```no_run
+    /// # async fn f() -> missive::Result<()> {
+    /// use missive::{Client, ClientConfig};
+    /// let client = Client::open(ClientConfig::native("wss://chat.example.com").store_path("me.db").device_id("phone")).await?;
+    /// if !client.has_session().await? {
+    ///     client.login("alice", "correct horse battery").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn open(config: ClientConfig) -> Result<Client> {
         let store = Store::open(&config.store)?;
         let boot = store
@@ -112,6 +122,20 @@ impl Client {
     }
 
     /// All events from now on, starting with the current connection state.
+    ///
+    /// ```no_run
+    /// # async fn f(client: missive::Client) {
+    /// use missive::{ConnectionState, Event};
+    /// let mut events = client.subscribe();
+    /// while let Some(event) = events.next().await {
+    ///     match event {
+    ///         Event::ConnectionChanged(ConnectionState::Reconnecting { attempt, next_in }) => println!("retry {attempt} in {next_in:?}"),
+    ///         Event::MessageAdded(m) if !m.outgoing => println!("{}: {}", m.sender, m.body.preview()),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn subscribe(&self) -> EventStream {
         let rx = self.inner.events.subscribe();
         EventStream::new(self.connection_state(), rx)
@@ -250,6 +274,15 @@ impl Client {
 
     /// Sends a message. Returns the local echo (state `Pending`) once it and its outbox row are
     /// committed; from then on nothing loses it, not even a process kill.
+    ///
+    /// ```no_run
+    /// # async fn f(client: missive::Client, conversation: &str) -> missive::Result<()> {
+    /// use missive::Body;
+    /// let poll = Body::Custom { kind: "poll".into(), payload: br#"{"q":"lunch?"}"#.to_vec(), metadata: Default::default() };
+    /// let echo = client.send(conversation, poll).await?;
+    /// assert_eq!(echo.state, missive::MessageState::Pending);
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&self, conversation: &str, body: Body) -> Result<Message> {
         validate_body(&body)?;
         let client_id = uuid::Uuid::now_v7().to_string();
@@ -318,6 +351,20 @@ impl Client {
     /// A page of messages, newest first, before `before_seq` (`None`: the newest, local echoes
     /// included). Served from the cache; when the cache has a gap or runs short, the missing
     /// page is fetched from the server and stitched in (no duplicates, no gaps).
+    ///
+    /// ```no_run
+    /// # async fn f(client: missive::Client, conversation: &str) -> missive::Result<()> {
+    /// let mut before = None;
+    /// loop {
+    ///     let page = client.messages(conversation, before, 50).await?;
+    ///     for m in &page.messages {
+    ///         println!("{} {}: {}", m.seq.unwrap_or(0), m.sender, m.body.preview());
+    ///     }
+    ///     if !page.has_more { break; }
+    ///     before = page.next_before_seq;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn messages(&self, conversation: &str, before_seq: Option<u64>, limit: u32) -> Result<MessagePage> {
         let limit = limit.clamp(1, missive_proto::MAX_PAGE_SIZE);
         let conv = self.conversation(conversation).await?.ok_or_else(|| Error::NotFound(format!("conversation {conversation}")))?;

@@ -35,7 +35,10 @@ pub fn build_and_generate(root: &Path) -> Result<(), String> {
     // Kotlin: the library travels in the jar under linux-x86-64/ (JNA's resource prefix).
     let native = root.join("bindings/kotlin/target/native/linux-x86-64");
     std::fs::create_dir_all(&native).map_err(|e| e.to_string())?;
-    std::fs::copy(&library, native.join("libmissive_ffi.so")).map_err(|e| format!("staging the library: {e}"))?;
+    let staged = native.join("libmissive_ffi.so");
+    std::fs::copy(&library, &staged).map_err(|e| format!("staging the library: {e}"))?;
+    // The debug build carries ~140 MB of debug info; the jar does not need it.
+    run(Command::new("strip").arg("--strip-debug").arg(&staged))?;
     // Swift: generated sources and the C header of the system-library target.
     let swift = root.join("bindings/swift/Sources");
     std::fs::create_dir_all(swift.join("Missive/Generated")).map_err(|e| e.to_string())?;
