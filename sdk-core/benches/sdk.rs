@@ -32,6 +32,7 @@ async fn server(dir: &Path) -> ServerHandle {
 
 async fn client(url: &str, store: Option<&Path>, name: &str, register: bool) -> Client {
     let mut config = ClientConfig::native(url).device_id("bench");
+    config.send_window = std::env::var("MISSIVE_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(config.send_window);
     if let Some(p) = store {
         config = config.store_path(p);
     }

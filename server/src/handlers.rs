@@ -206,9 +206,9 @@ fn answer<T>(peer: &Peer, rid: u64, result: ApiResult<T>, ok: impl FnOnce(T) -> 
     }
 }
 
-fn fan_out(hub: &Hub, deliveries: &[messages::Delivery]) {
+fn fan_out(hub: &Hub, deliveries: &[messages::Delivery], origin: Option<ConnId>) {
     for d in deliveries {
-        hub.deliver(d.user, &d.event);
+        hub.deliver(d.user, &d.event, origin);
     }
 }
 
@@ -229,7 +229,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             let (peer, hub) = (peer.clone(), hub.clone());
             db.submit($work, move |r: ApiResult<(v1::Conversation, Vec<messages::Delivery>)>| {
                 if let Ok((_, deliveries)) = &r {
-                    fan_out(&hub, deliveries);
+                    fan_out(&hub, deliveries, None);
                 }
                 answer(&peer, rid, r, |(c, _)| reply::Result::Conversation(c));
             })
@@ -327,7 +327,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                     Ok(outcome) => {
                         // Fan out first: once the sender holds the ack, every live recipient
                         // session already has the event queued.
-                        fan_out(&hub, &outcome.deliveries);
+                        fan_out(&hub, &outcome.deliveries, Some(conn_id));
                         if let Some((room, message)) = outcome.room_message {
                             let event = v1::Ephemeral { kind: Some(v1::ephemeral::Kind::RoomMessage(message)) };
                             hub.notify_room(room, conn_id, &event);
@@ -420,7 +420,7 @@ async fn receipt(
         move |c| messages::receipt(c, me.user, &me.name, conversation_id(r.conversation_id), r.seq, kind, now_ms()),
         move |r| {
             if let Ok(deliveries) = &r {
-                fan_out(&hub, deliveries);
+                fan_out(&hub, deliveries, None);
             }
             answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}))
         },

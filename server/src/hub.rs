@@ -131,12 +131,13 @@ impl Hub {
         }
     }
 
-    /// Pushes a durable event to the live sessions of its user.
-    pub fn deliver(&self, user: UserId, event: &v1::Event) {
+    /// Pushes a durable event to the live sessions of its user, except the connection `origin`
+    /// (a sender's own connection learns of its message from the acknowledgement).
+    pub fn deliver(&self, user: UserId, event: &v1::Event, origin: Option<ConnId>) {
         let g = self.lock();
         for conn in g.by_user.get(&user).into_iter().flatten() {
             let s = &g.sessions[conn];
-            if s.live {
+            if s.live && origin != Some(*conn) {
                 s.peer.send(Frame::Event(event.clone()));
             }
         }

@@ -7,6 +7,10 @@
 //! completion with the job's result and whether the commit succeeded. Completions therefore see
 //! durable state, and they run in commit order on this one thread.
 //!
+//! For a database file in WAL mode, checkpoints run on a second connection in a background
+//! thread (passive: they never block the writer), instead of inside a commit of the writer
+//! thread where SQLite's automatic checkpoint would stall the jobs behind it.
+//!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let conn = rusqlite::Connection::open_in_memory().unwrap();
@@ -28,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
+/// Jobs committed between two background checkpoints (a proxy for the WAL's growth).
+const CHECKPOINT_EVERY_JOBS: i64 = 2000;
 /// Jobs queued before submitters wait.
 const QUEUE: usize = 8192;
 
@@ -50,10 +56,12 @@ impl Worker {
     pub fn spawn(conn: Connection, name: &str) -> (Worker, oneshot::Receiver<()>) {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (closed_tx, closed_rx) = oneshot::channel();
+        let checkpointer = Checkpointer::start(&conn, name);
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                run(&conn, rx);
+                run(&conn, rx, checkpointer.as_ref());
+                drop(checkpointer);
                 drop(conn);
                 let _ = closed_tx.send(());
             })
@@ -97,7 +105,50 @@ impl Worker {
     }
 }
 
-fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>) {
+/// Runs passive checkpoints on its own connection when the writer says the WAL has grown.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+    jobs: std::cell::Cell<i64>,
+}
+
+impl Checkpointer {
+    /// Takes over checkpoints for a WAL database file; `None` (SQLite's automatic checkpoints
+    /// stay on) for in-memory or non-WAL databases.
+    fn start(conn: &Connection, name: &str) -> Option<Checkpointer> {
+        let path = conn.path().filter(|p| !p.is_empty())?.to_owned();
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).ok()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return None;
+        }
+        let reader = Connection::open(&path).ok()?;
+        reader.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).ok()?;
+        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name(format!("{name}-checkpoint"))
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = reader.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { wake, jobs: std::cell::Cell::new(0) })
+    }
+
+    /// Called by the writer after each commit.
+    fn committed(&self, jobs: usize) {
+        self.jobs.set(self.jobs.get() + jobs as i64);
+        if self.jobs.get() >= CHECKPOINT_EVERY_JOBS {
+            self.jobs.set(0);
+            let _ = self.wake.try_send(());
+        }
+    }
+}
+
+fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<&Checkpointer>) {
+
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -108,7 +159,11 @@ fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let jobs = batch.len();
         let committed = run_batch(conn, &mut batch, &mut completions);
+        if let Some(c) = checkpointer {
+            c.committed(jobs);
+        }
         for completion in completions.drain(..) {
             completion(committed);
         }

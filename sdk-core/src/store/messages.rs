@@ -57,7 +57,9 @@ fn require(conn: &Connection, id: &str) -> Result<Message> {
 /// Commits a local echo and its outbox row in one transaction. Returns the message and its
 /// creation order.
 pub fn insert_outgoing(conn: &Connection, me: &str, conversation: &str, client_id: &str, body: &Body, now: i64) -> Result<(Message, i64)> {
-    conversations::require(conn, conversation)?;
+    if !conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?.exists([conversation])? {
+        return Err(Error::NotFound(format!("conversation {conversation}")));
+    }
     let id = message_id(me, client_id);
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
@@ -67,7 +69,19 @@ pub fn insert_outgoing(conn: &Connection, me: &str, conversation: &str, client_i
     let rowid = conn.last_insert_rowid();
     conn.prepare_cached("INSERT INTO outbox (client_id, message_rowid) VALUES (?1, ?2)")?.execute(params![client_id, rowid])?;
     conversations::on_message(conn, conversation, &id, None, false, now)?;
-    Ok((require(conn, &id)?, rowid))
+    let message = Message {
+        id,
+        conversation_id: conversation.to_owned(),
+        sender: me.to_owned(),
+        client_id: client_id.to_owned(),
+        server_id: None,
+        seq: None,
+        body: body.clone(),
+        state: MessageState::Pending,
+        outgoing: true,
+        timestamp_ms: now,
+    };
+    Ok((message, rowid))
 }
 
 /// An outbox row as loaded at start.
@@ -100,18 +114,14 @@ pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
 /// further) and leaves the outbox. `None` if unknown (cancelled meanwhile).
 pub fn apply_ack(conn: &Connection, me: &str, client_id: &str, server_id: &str, seq: u64, server_time_ms: i64) -> Result<Option<Message>> {
     let id = message_id(me, client_id);
-    let changed = conn
-        .prepare_cached(
-            "UPDATE messages SET server_id = ?2, seq = ?3, failure = NULL,
-                 state = CASE WHEN state IN (0, 1, 5) THEN 2 ELSE state END
-             WHERE id = ?1 AND (server_id IS NULL OR state IN (0, 1, 5))",
-        )?
-        .execute(params![id, server_id, seq as i64])?;
+    let sql = format!(
+        "UPDATE messages SET server_id = ?2, seq = ?3, failure = NULL,
+             state = CASE WHEN state IN (0, 1, 5) THEN 2 ELSE state END
+         WHERE id = ?1 AND (server_id IS NULL OR state IN (0, 1, 5)) RETURNING {COLUMNS}"
+    );
+    let message = conn.prepare_cached(&sql)?.query_row(params![id, server_id, seq as i64], |r| from_row_at(r, 0)).optional()?;
     conn.prepare_cached("DELETE FROM outbox WHERE client_id = ?1")?.execute([client_id])?;
-    if changed == 0 {
-        return Ok(None);
-    }
-    let message = require(conn, &id)?;
+    let Some(message) = message else { return Ok(None) };
     conversations::on_message(conn, &message.conversation_id, &id, Some(seq), false, server_time_ms.max(message.timestamp_ms))?;
     Ok(Some(message))
 }
