@@ -108,13 +108,25 @@ pub fn send(
     if kind == ConversationKind::Room {
         return Ok(SendOutcome { ack, deliveries: vec![], room_message: Some((conv, message)) });
     }
-    let mut deliveries = vec![];
-    for user in member_ids(conn, conv)? {
-        let cursor = next_cursor(conn, user)?;
-        conn.prepare_cached("INSERT INTO inbox (user_id, cursor, message_id) VALUES (?1, ?2, ?3)")?
-            .execute(params![user, cursor as i64, id])?;
-        deliveries.push(Delivery { user, event: v1::Event { cursor, kind: Some(v1::event::Kind::Message(message.clone())) } });
-    }
+    // Two statements whatever the group size: every member's cursor moves on by one, then one
+    // inbox row per member is written under the new cursor.
+    conn.prepare_cached(
+        "UPDATE users SET last_cursor = last_cursor + 1
+         WHERE id IN (SELECT user_id FROM members WHERE conversation_id = ?1)",
+    )?
+    .execute([conv])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO inbox (user_id, cursor, message_id)
+         SELECT m.user_id, u.last_cursor, ?2 FROM members m JOIN users u ON u.id = m.user_id
+         WHERE m.conversation_id = ?1
+         RETURNING user_id, cursor",
+    )?;
+    let deliveries = stmt
+        .query_map(params![conv, id], |r| {
+            let (user, cursor): (UserId, i64) = (r.get(0)?, r.get(1)?);
+            Ok(Delivery { user, event: v1::Event { cursor: cursor as u64, kind: Some(v1::event::Kind::Message(message.clone())) } })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(SendOutcome { ack, deliveries, room_message: None })
 }
 
