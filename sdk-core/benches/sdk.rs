@@ -15,10 +15,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use missive::{Client, ClientConfig, Event, MessageState};
 use missive_server::{Server, ServerConfig, ServerHandle};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const PASSWORD: &str = "bench-password-1";
 const PAYLOAD: usize = 100;
@@ -39,62 +37,6 @@ async fn client(url: &str, store: Option<&Path>, name: &str, register: bool) -> 
     let c = Client::open(config).await.unwrap();
     if register { c.register(name, PASSWORD).await.unwrap() } else { c.login(name, PASSWORD).await.unwrap() }
     c
-}
-
-/// Raw pipelined echo over one tokio-tungstenite connection: frames per second.
-async fn raw_echo(n: usize) -> f64 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let (tx, rx) = ws.split();
-        let _ = rx.filter(|m| std::future::ready(matches!(m, Ok(WsMessage::Binary(_))))).forward(tx).await;
-    });
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
-    let (mut tx, mut rx) = ws.split();
-    let start = Instant::now();
-    let writer = tokio::spawn(async move {
-        for _ in 0..n {
-            tx.feed(WsMessage::Binary(vec![7u8; PAYLOAD].into())).await.unwrap();
-        }
-        tx.flush().await.unwrap();
-        tx
-    });
-    let mut got = 0;
-    while got < n {
-        if let Some(Ok(WsMessage::Binary(_))) = rx.next().await {
-            got += 1;
-        }
-    }
-    let _ = writer.await;
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Raw one-at-a-time WebSocket round trips: (p50, p99).
-async fn raw_round_trip(n: usize) -> (Duration, Duration) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        while let Some(Ok(m)) = ws.next().await {
-            if m.is_binary() && ws.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        ws.send(WsMessage::Binary(vec![7u8; PAYLOAD].into())).await.unwrap();
-        ws.next().await.unwrap().unwrap();
-        samples.push(t.elapsed());
-    }
-    percentiles(samples)
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -370,11 +312,11 @@ fn main() {
         let only = std::env::var("MISSIVE_BENCH").unwrap_or_default();
         let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
         if wanted("send_ack") {
-            let raw = raw_echo(400_000).await;
+            let raw = missive_testkit::baseline::raw_ws_echo(400_000, PAYLOAD).await;
             send_ack(&url, dir.path(), raw).await;
         }
         if wanted("latency") {
-            let raw_rt = raw_round_trip(3_000).await;
+            let raw_rt = percentiles(missive_testkit::baseline::raw_ws_round_trips(3_000, PAYLOAD).await);
             latency(&url, raw_rt).await;
         }
         if wanted("cold_start") {

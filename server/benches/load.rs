@@ -14,46 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::{SinkExt, StreamExt, stream};
+use futures_util::{StreamExt, stream};
 use missive_proto::v1::{self, client_frame::Request, reply};
-use tokio_tungstenite::tungstenite::Message;
 
 const PAYLOAD: usize = 100;
-
-async fn raw_echo_baseline() -> f64 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let (tx, rx) = ws.split();
-        // forward() feeds while input is ready and flushes when it is not: pipelined echo.
-        let _ = rx.filter(|m| std::future::ready(matches!(m, Ok(Message::Binary(_))))).forward(tx).await;
-    });
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}"), tcp).await.unwrap();
-    let (mut tx, mut rx) = ws.split();
-    let n = 400_000usize;
-    let start = Instant::now();
-    let writer = tokio::spawn(async move {
-        for _ in 0..n {
-            tx.feed(Message::Binary(vec![7u8; PAYLOAD].into())).await.unwrap();
-        }
-        tx.flush().await.unwrap();
-        tx
-    });
-    let mut got = 0;
-    while got < n {
-        match rx.next().await {
-            Some(Ok(m)) if m.is_binary() => got += 1,
-            _ => break,
-        }
-    }
-    let _tx = writer.await.unwrap();
-    n as f64 / start.elapsed().as_secs_f64()
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -94,7 +58,7 @@ async fn send_burst(client: &mut Client, conversation: u64, count: usize, window
 
 #[tokio::main]
 async fn main() {
-    let raw = raw_echo_baseline().await;
+    let raw = missive_testkit::baseline::raw_ws_echo(400_000, PAYLOAD).await;
     println!("raw_ws_echo: {raw:.0} frames/s ({PAYLOAD}-byte frames, pipelined, one connection)");
 
     let dir = tempfile::tempdir().unwrap();

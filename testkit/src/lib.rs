@@ -19,6 +19,8 @@
 
 #![warn(missing_docs)]
 
+pub mod baseline;
+
 use std::fmt;
 use std::future::pending;
 use std::io;
