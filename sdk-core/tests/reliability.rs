@@ -261,3 +261,60 @@ async fn history_pages_from_the_server_without_gaps_or_duplicates() {
     texts.reverse();
     assert_eq!(texts, expected);
 }
+
+#[tokio::test]
+async fn a_revoked_token_gives_auth_failed_and_no_retry_loop() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(&dir, "alice");
+    let alice = logged_in_new(&url, "alice", &store).await;
+    alice.shutdown().await;
+    drop(alice);
+    // Someone revokes the stored session (as a logout on another device with the same token would).
+    let token: String = rusqlite::Connection::open(&store)
+        .unwrap()
+        .query_row("SELECT value FROM settings WHERE key = 'session.token'", [], |r| r.get(0))
+        .unwrap();
+    revoke(&url, &token).await;
+
+    let alice = Client::open(config(&url).store_path(&store)).await.unwrap();
+    let state = tokio::time::timeout(WAIT, alice.wait_for_state(|s| matches!(s, ConnectionState::AuthFailed { .. }))).await.unwrap();
+    assert!(matches!(state, ConnectionState::AuthFailed { .. }), "{state:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(matches!(alice.connection_state(), ConnectionState::AuthFailed { .. }), "stays failed: no retry loop");
+    // The password still works and replaces the session.
+    alice.login("alice", PASSWORD).await.unwrap();
+    assert_eq!(alice.connection_state(), ConnectionState::Connected);
+}
+
+/// Resumes with `token` over a raw connection and logs out, which revokes it on the server.
+async fn revoke(url: &str, token: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use missive_proto::v1::{self, client_frame::Request};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let frames = [
+        Request::Hello(v1::Hello { min_version: 1, max_version: 1, client: "revoker".into() }),
+        Request::Resume(v1::Resume { token: token.into(), device_id: "other".into() }),
+        Request::Logout(v1::Logout {}),
+    ];
+    for (i, request) in frames.into_iter().enumerate() {
+        let bytes = missive_proto::codec::encode(&v1::ClientFrame { request_id: i as u64 + 1, request: Some(request) });
+        ws.send(Ws::Binary(bytes.into())).await.unwrap();
+        // Wait for this request's reply before the next one.
+        loop {
+            match ws.next().await {
+                Some(Ok(Ws::Binary(b))) => {
+                    let frame: v1::ServerFrame = missive_proto::codec::decode(&b).unwrap();
+                    if let Some(v1::server_frame::Frame::Reply(r)) = frame.frame {
+                        assert!(!matches!(r.result, Some(v1::reply::Result::Error(_))), "{r:?}");
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+}
