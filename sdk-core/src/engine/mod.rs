@@ -9,6 +9,7 @@
 //! the link and the cycle starts again; a refused credential stops it (`AuthFailed`).
 
 pub mod backoff;
+pub mod connection;
 pub mod outbox;
 pub mod sync;
 
@@ -22,10 +23,10 @@ use tokio::time::Instant;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::model::{Body, ConnectionState, ConversationKind, DisconnectReason, Message, ReceiptKind};
+use crate::model::{Body, ConnectionState, ConversationKind, Message, ReceiptKind};
 use crate::store::{Store, conversations, messages, settings};
 use crate::transport::{Auth, Incoming, Link, Outgoing, RemoteEvent, RemoteEventKind, Request, TransportError};
-use backoff::Backoff;
+use connection::{ConnectionMachine, Next};
 use outbox::{ChangeError, Outbox};
 use sync::{SyncState, SyncStep};
 
@@ -79,13 +80,10 @@ pub(crate) struct Engine {
     caught_up: watch::Sender<bool>,
     me: Option<String>,
     token: Option<String>,
-    backoff: Backoff,
+    connection: ConnectionMachine,
     outbox: Outbox,
     sync: SyncState,
     link: Option<LiveLink>,
-    next_attempt: Instant,
-    network_up: bool,
-    auth_failed: bool,
     stopped: bool,
 }
 
@@ -113,8 +111,9 @@ impl Engine {
                 outbox.on_refused(&u.client_id, false);
             }
         }
+        let connection = ConnectionMachine::new(config.backoff, config.seed, boot.token.is_some(), boot.username.is_some(), std::time::Instant::now());
         Engine {
-            backoff: Backoff::new(config.backoff, config.seed),
+            connection,
             config,
             store,
             commands,
@@ -126,9 +125,6 @@ impl Engine {
             outbox,
             sync: SyncState::new(boot.cursor),
             link: None,
-            next_attempt: Instant::now(),
-            network_up: true,
-            auth_failed: false,
             stopped: false,
         }
     }
@@ -155,32 +151,23 @@ impl Engine {
         let _ = self.events.send(event);
     }
 
-    fn disconnected_reason(&self) -> Option<DisconnectReason> {
-        if self.token.is_none() {
-            Some(if self.me.is_some() { DisconnectReason::LoggedOut } else { DisconnectReason::NotLoggedIn })
-        } else if !self.network_up {
-            Some(DisconnectReason::NetworkLost)
-        } else {
-            None
-        }
-    }
-
     async fn run_disconnected(&mut self) {
-        if self.auth_failed {
-            self.idle_until_command().await;
-            return;
-        }
-        if let Some(reason) = self.disconnected_reason() {
-            self.publish_state(ConnectionState::Disconnected { reason });
-            self.idle_until_command().await;
-            return;
-        }
-        let now = Instant::now();
-        if self.next_attempt > now {
-            if !matches!(*self.state.borrow(), ConnectionState::Reconnecting { .. }) {
-                self.publish_state(ConnectionState::Reconnecting { attempt: self.backoff.attempt(), next_in: self.next_attempt - now });
+        let until = match self.connection.next(std::time::Instant::now()) {
+            Next::Idle(state) => {
+                self.publish_state(state);
+                self.idle_until_command().await;
+                return;
             }
-            let sleep = tokio::time::sleep_until(self.next_attempt);
+            Next::Wait { until, state } => {
+                if !matches!(*self.state.borrow(), ConnectionState::Reconnecting { .. }) {
+                    self.publish_state(state);
+                }
+                Some(until)
+            }
+            Next::Connect => None,
+        };
+        if let Some(until) = until {
+            let sleep = tokio::time::sleep_until(Instant::from_std(until));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
@@ -193,8 +180,8 @@ impl Engine {
                 }
             }
         }
+        let Some(token) = self.token.clone() else { return };
         self.publish_state(ConnectionState::Connecting);
-        let token = self.token.clone().expect("checked above");
         let connecting = self.config.transport.connect(Auth::Token { token, device: self.config.device_id.clone() });
         tokio::pin!(connecting);
         let result = loop {
@@ -211,12 +198,13 @@ impl Engine {
             Ok(link) => self.attach(link).await,
             Err(TransportError::Auth(message)) => {
                 tracing::warn!(%message, "stored session refused");
-                self.auth_failed = true;
-                self.publish_state(ConnectionState::AuthFailed { message });
+                let state = self.connection.auth_refused(message);
+                self.publish_state(state);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "connect failed");
-                self.schedule_reconnect();
+                let state = self.connection.connect_failed(std::time::Instant::now());
+                self.publish_state(state);
             }
         }
     }
@@ -237,18 +225,12 @@ impl Engine {
         }
     }
 
-    fn schedule_reconnect(&mut self) {
-        let delay = self.backoff.next_delay();
-        self.next_attempt = Instant::now() + delay;
-        self.publish_state(ConnectionState::Reconnecting { attempt: self.backoff.attempt(), next_in: delay });
-    }
-
     /// A link is up: resend, resync, rejoin, then live traffic.
     async fn attach(&mut self, link: Link) {
         let now = Instant::now();
-        self.backoff.on_connected(now.into_std());
+        let state = self.connection.connected(now.into_std());
         self.link = Some(LiveLink { outgoing: link.outgoing, incoming: link.incoming, last_heard: now, last_sent: now });
-        self.publish_state(ConnectionState::Connected);
+        self.publish_state(state);
         self.outbox.on_disconnect();
         let SyncStep::Request { since } = self.sync.on_connected() else { unreachable!("a new link always syncs first") };
         self.send_link(Outgoing::Sync { since }).await;
@@ -273,9 +255,9 @@ impl Engine {
         self.caught_up.send_replace(false);
         self.outbox.on_disconnect();
         self.sync.on_disconnected();
-        self.backoff.on_disconnected(Instant::now().into_std());
-        if self.disconnected_reason().is_none() && !self.stopped {
-            self.schedule_reconnect();
+        if !self.stopped {
+            let state = self.connection.link_lost(std::time::Instant::now());
+            self.publish_state(state);
         }
     }
 
@@ -411,7 +393,8 @@ impl Engine {
                 self.sync.on_disconnected();
                 self.token = None;
                 let result = self.store.call(|c| settings::delete(c, settings::TOKEN)).await;
-                self.publish_state(ConnectionState::Disconnected { reason: DisconnectReason::LoggedOut });
+                let state = self.connection.logged_out();
+                self.publish_state(state);
                 let _ = reply.send(result);
                 return Wake::Interrupt;
             }
@@ -465,7 +448,8 @@ impl Engine {
             Command::Shutdown { reply } => {
                 self.stopped = true;
                 self.link = None;
-                self.publish_state(ConnectionState::Disconnected { reason: DisconnectReason::Stopped });
+                let state = self.connection.stop();
+                self.publish_state(state);
                 let _ = reply.send(());
                 return Wake::Interrupt;
             }
@@ -474,21 +458,20 @@ impl Engine {
     }
 
     fn on_hint(&mut self, hint: Hint) -> Wake {
+        let now = std::time::Instant::now();
         match hint {
             Hint::NetworkAvailable => {
-                self.network_up = true;
-                self.backoff.reset();
-                self.next_attempt = Instant::now();
+                self.connection.network(true, now);
                 Wake::Interrupt
             }
             Hint::NetworkLost => {
-                self.network_up = false;
+                self.connection.network(false, now);
                 self.detach("network lost");
                 Wake::Interrupt
             }
             Hint::Foreground => {
                 if self.link.is_none() {
-                    self.next_attempt = Instant::now();
+                    self.connection.foreground(now);
                     return Wake::Interrupt;
                 }
                 Wake::Keep
@@ -513,21 +496,21 @@ impl Engine {
         let link = match self.config.transport.connect(auth).await {
             Ok(link) => link,
             Err(e) => {
-                match &e {
-                    TransportError::Auth(message) => {
-                        self.auth_failed = true;
-                        self.publish_state(ConnectionState::AuthFailed { message: message.clone() });
-                    }
-                    _ if self.token.is_some() && !self.auth_failed => self.schedule_reconnect(),
-                    _ => self.publish_state(ConnectionState::Disconnected { reason: self.disconnected_reason().unwrap_or(DisconnectReason::NotLoggedIn) }),
-                }
+                let state = match &e {
+                    TransportError::Auth(message) => self.connection.auth_refused(message.clone()),
+                    _ => self.connection.connect_failed(std::time::Instant::now()),
+                };
+                self.publish_state(state);
                 return Err(e.into());
             }
         };
         let username = link.grant.username.clone();
         if let Some(me) = &self.me {
             if *me != username {
-                self.publish_state(ConnectionState::Disconnected { reason: DisconnectReason::LoggedOut });
+                let state = self.connection.next(std::time::Instant::now());
+                if let Next::Idle(state) | Next::Wait { state, .. } = state {
+                    self.publish_state(state);
+                }
                 return Err(Error::InvalidArgument(format!("this store belongs to {me}; open another store for {username}")));
             }
         }
@@ -545,9 +528,7 @@ impl Engine {
         if link.grant.token.is_some() {
             self.token = link.grant.token.clone();
         }
-        self.auth_failed = false;
-        self.network_up = true;
-        self.backoff.reset();
+        self.connection.session_started();
         self.attach(link).await;
         Ok(username)
     }
