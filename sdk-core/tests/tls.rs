@@ -8,11 +8,16 @@ use std::sync::Arc;
 
 use common::*;
 use missive::transport::native::NativeTransport;
+use missive::transport::tls::{Verification, certificate_sha256};
 use missive::{Client, ClientConfig, ConnectionState, MessageState};
 use missive_server::{Server, ServerConfig, TlsFiles};
 
 async fn trusting(url: &str, der: &[u8]) -> Client {
-    let transport = NativeTransport::with_trusted_certificates(url, &[der.to_vec()]).unwrap();
+    with(url, Verification::TrustedCertificates(vec![der.to_vec()])).await
+}
+
+async fn with(url: &str, verification: Verification) -> Client {
+    let transport = NativeTransport::with_verification(url, &verification).unwrap();
     let mut config = ClientConfig::with_transport(Arc::new(transport));
     config.heartbeat = common::config(url).heartbeat;
     Client::open(config).await.unwrap()
@@ -49,7 +54,15 @@ async fn wss_verifies_certificates_by_default() {
     wait_state(&alice, &mut events, &m.id, MessageState::Sent).await;
     let mut bob_events = bob.subscribe();
     wait_present(&bob, &mut bob_events, &m.id).await;
-    for c in [&alice, &bob, &untrusting] {
+    // Pinning: the right leaf fingerprint connects, a wrong one is refused.
+    let pinned = with(&url, Verification::PinnedSha256(vec![certificate_sha256(&der)])).await;
+    pinned.login("alice", PASSWORD).await.unwrap();
+    let wrong_pin = with(&url, Verification::PinnedSha256(vec![[7u8; 32]])).await;
+    assert_eq!(wrong_pin.login("alice", PASSWORD).await.unwrap_err().code(), "TRANSPORT");
+    // The explicit development opt-out accepts the unknown certificate.
+    let insecure = with(&url, Verification::InsecureDevelopmentOnly).await;
+    insecure.login("bob", PASSWORD).await.unwrap();
+    for c in [&alice, &bob, &untrusting, &pinned, &wrong_pin, &insecure] {
         c.shutdown().await;
     }
     server.shutdown().await;

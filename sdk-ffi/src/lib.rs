@@ -93,14 +93,25 @@ pub struct MissiveClient {
 }
 
 fn config(settings: ClientSettings) -> Result<missive::ClientConfig, MissiveError> {
-    let transport: Arc<dyn missive::transport::Transport> = if settings.trusted_certificates.is_empty() {
-        Arc::new(missive::transport::native::NativeTransport::new(settings.server_url))
+    use missive::transport::tls::Verification;
+    let verification = if settings.insecure_development_only {
+        Verification::InsecureDevelopmentOnly
+    } else if !settings.certificate_pins_sha256.is_empty() {
+        let pins = settings
+            .certificate_pins_sha256
+            .iter()
+            .map(|p| <[u8; 32]>::try_from(p.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| missive::Error::InvalidArgument("a certificate pin is a 32-byte SHA-256".into()))?;
+        Verification::PinnedSha256(pins)
+    } else if !settings.trusted_certificates.is_empty() {
+        Verification::TrustedCertificates(settings.trusted_certificates)
     } else {
-        Arc::new(
-            missive::transport::native::NativeTransport::with_trusted_certificates(settings.server_url, &settings.trusted_certificates)
-                .map_err(missive::Error::from)?,
-        )
+        Verification::WebPki
     };
+    let transport: Arc<dyn missive::transport::Transport> = Arc::new(
+        missive::transport::native::NativeTransport::with_verification(settings.server_url, &verification).map_err(missive::Error::from)?,
+    );
     let mut config = missive::ClientConfig::with_transport(transport)
         .device_id(settings.device_id)
         .backoff(missive::BackoffConfig {

@@ -132,6 +132,11 @@ pub struct ClientSettings {
     pub device_id: String,
     /// Extra trusted certificates (DER) for `wss` to a private CA; empty uses the web PKI.
     pub trusted_certificates: Vec<Vec<u8>>,
+    /// SHA-256 fingerprints (32 bytes each) of pinned leaf certificates; when set, only these
+    /// are accepted.
+    pub certificate_pins_sha256: Vec<Vec<u8>>,
+    /// Turns certificate verification off. Development against a loopback server only.
+    pub insecure_development_only: bool,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -147,6 +152,8 @@ pub fn default_settings(server_url: String) -> ClientSettings {
         store_path: None,
         device_id: "default".into(),
         trusted_certificates: vec![],
+        certificate_pins_sha256: vec![],
+        insecure_development_only: false,
         backoff_base_ms: 250,
         backoff_cap_ms: 30_000,
         heartbeat_interval_ms: 20_000,

@@ -7,6 +7,7 @@
 //! by implementing this module's types, without touching the engine.
 
 pub mod native;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use super::tls::{self, Verification};
 use super::*;
 use crate::model::{ConversationKind, Presence, ReceiptKind};
 use crate::wire::{body_from_proto, body_to_proto};
@@ -36,29 +37,18 @@ pub struct NativeTransport {
 impl NativeTransport {
     /// A transport verifying `wss` certificates against the web PKI roots.
     pub fn new(url: impl Into<String>) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Self::with_roots(url, roots)
+        Self::with_verification(url, &Verification::WebPki).expect("the web PKI roots are valid")
     }
 
     /// A transport trusting only the given DER certificates (a private CA, a test certificate).
     pub fn with_trusted_certificates(url: impl Into<String>, certificates: &[Vec<u8>]) -> Result<Self, TransportError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for der in certificates {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der.clone()))
-                .map_err(|e| TransportError::Io(format!("bad certificate: {e}")))?;
-        }
-        Ok(Self::with_roots(url, roots))
+        Self::with_verification(url, &Verification::TrustedCertificates(certificates.to_vec()))
     }
 
-    fn with_roots(url: impl Into<String>, roots: rustls::RootCertStore) -> Self {
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        NativeTransport { url: url.into(), tls: Arc::new(config), connect_timeout: Duration::from_secs(10) }
+    /// A transport with explicit certificate checks: see [`Verification`].
+    pub fn with_verification(url: impl Into<String>, verification: &Verification) -> Result<Self, TransportError> {
+        let config = tls::client_config(verification).map_err(TransportError::Io)?;
+        Ok(NativeTransport { url: url.into(), tls: Arc::new(config), connect_timeout: Duration::from_secs(10) })
     }
 }
 
