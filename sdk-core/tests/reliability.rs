@@ -318,3 +318,31 @@ async fn revoke(url: &str, token: &str) {
         }
     }
 }
+
+#[tokio::test]
+async fn a_large_offline_queue_respects_the_server_rate_limit_and_keeps_order() {
+    // A server that allows 300 requests per second per connection, bursts of 300.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = missive_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+    config.limits.requests_per_second = 300;
+    config.limits.burst = 300;
+    let server = missive_server::Server::bind(config).await.unwrap();
+    let url = server.url();
+    let alice = registered(&url, "alice").await;
+    let bob = registered(&url, "bob").await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    alice.network_lost().await.unwrap();
+    let mut last = String::new();
+    for i in 0..500 {
+        last = alice.send_text(&dm.id, &format!("q{i:03}")).await.unwrap().id;
+    }
+    let mut events = alice.subscribe();
+    alice.network_available().await.unwrap();
+    wait_state(&alice, &mut events, &last, MessageState::Sent).await;
+    let mut bob_events = bob.subscribe();
+    wait_present(&bob, &mut bob_events, &last).await;
+    let expected: Vec<String> = (0..500).map(|i| format!("q{i:03}")).collect();
+    assert_eq!(all_texts(&bob, &dm.id).await, expected, "all delivered, in order, none refused");
+    assert_eq!(alice.unsent_count().await.unwrap(), 0);
+    server.shutdown().await;
+}

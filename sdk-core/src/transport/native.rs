@@ -109,11 +109,11 @@ impl NativeTransport {
         .map_err(|e| TransportError::Io(e.to_string()))?;
         let hello = Req::Hello(v1::Hello { min_version: PROTOCOL_VERSION, max_version: PROTOCOL_VERSION, client: concat!("missive/", env!("CARGO_PKG_VERSION")).into() });
         send_frame(&mut ws, 1, hello).await?;
-        match handshake_reply(&mut ws, 1).await? {
-            Res::Hello(_) => {}
+        let rate = match handshake_reply(&mut ws, 1).await? {
+            Res::Hello(h) => h.limits.map_or(0, |l| l.requests_per_second),
             Res::Error(e) => return Err(refused(e)),
             other => return Err(TransportError::Io(format!("unexpected reply to Hello: {other:?}"))),
-        }
+        };
         let request = match auth {
             Auth::Register { username, password, device } => Req::Register(v1::Register { username, password, device_id: device }),
             Auth::Login { username, password, device } => Req::Login(v1::Login { username, password, device_id: device }),
@@ -127,7 +127,8 @@ impl NativeTransport {
         };
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (in_tx, in_rx) = mpsc::channel(1024);
-        tokio::spawn(LinkTask { ws, next_id: 3, pending: HashMap::new(), incoming: in_tx }.run(out_rx));
+        let pacer = Pacer::new(rate);
+        tokio::spawn(LinkTask { ws, next_id: 3, pending: HashMap::new(), incoming: in_tx, pacer }.run(out_rx));
         Ok(Link { grant, outgoing: out_tx, incoming: in_rx })
     }
 }
@@ -142,11 +143,39 @@ enum Pending {
     Request(Request),
 }
 
+/// Keeps the request rate under the limit the server announced in `Hello`, so that a burst (an
+/// offline queue flushed at reconnect) is slowed down here instead of being refused there: a
+/// refused send would be resent later, behind messages sent after it.
+struct Pacer {
+    /// Requests per second, with a 10% margin; `None` when the server announced no limit.
+    rate: Option<f64>,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new(announced: u32) -> Self {
+        let rate = (announced > 0).then(|| f64::from(announced) * 0.9);
+        Pacer { rate, tokens: rate.unwrap_or(0.0), last: tokio::time::Instant::now() }
+    }
+
+    /// How long to wait before the next request may go (and takes its token).
+    fn delay(&mut self) -> Option<Duration> {
+        let rate = self.rate?;
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
+        self.last = now;
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate))
+    }
+}
+
 struct LinkTask {
     ws: Ws,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     incoming: mpsc::Sender<Incoming>,
+    pacer: Pacer,
 }
 
 fn id_number(id: &str) -> u64 {
@@ -197,6 +226,11 @@ impl LinkTask {
     }
 
     async fn write(&mut self, command: Outgoing) -> Result<(), String> {
+        if let Some(wait) = self.pacer.delay() {
+            // Send what is queued, then hold this request back.
+            self.ws.flush().await.map_err(|e| e.to_string())?;
+            tokio::time::sleep(wait).await;
+        }
         let id = self.next_id;
         self.next_id += 1;
         let (request, pending) = match command {
