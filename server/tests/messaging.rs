@@ -8,11 +8,8 @@ use missive_proto::v1::{self, client_frame::Request, ephemeral, event, reply};
 
 #[tokio::test]
 async fn one_to_one_and_group_among_three_users() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob", "carol"]).await;
     let url = server.url();
-    for name in ["alice", "bob", "carol"] {
-        Client::register(&url, name).await;
-    }
     let mut alice = Client::login_live(&url, "alice", "phone").await;
     let mut bob = Client::login_live(&url, "bob", "phone").await;
     let mut carol = Client::login_live(&url, "carol", "phone").await;
@@ -64,10 +61,8 @@ async fn one_to_one_and_group_among_three_users() {
 
 #[tokio::test]
 async fn every_device_of_a_user_gets_the_message() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice_phone = Client::login_live(&url, "alice", "phone").await;
     let mut alice_laptop = Client::login_live(&url, "alice", "laptop").await;
     let mut bob_phone = Client::login_live(&url, "bob", "phone").await;
@@ -86,10 +81,8 @@ async fn every_device_of_a_user_gets_the_message() {
 
 #[tokio::test]
 async fn a_resend_gets_the_original_ack_and_fans_out_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let mut bob = Client::login_live(&url, "bob", "phone").await;
     let dm = alice.direct("bob").await;
@@ -118,10 +111,8 @@ async fn a_resend_gets_the_original_ack_and_fans_out_nothing() {
 
 #[tokio::test]
 async fn sync_after_a_disconnect_returns_exactly_the_missed_events_in_order() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let mut bob = Client::login_live(&url, "bob", "phone").await;
     let dm = alice.direct("bob").await;
@@ -148,10 +139,8 @@ async fn sync_after_a_disconnect_returns_exactly_the_missed_events_in_order() {
 
 #[tokio::test]
 async fn a_session_is_not_live_before_it_syncs() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let mut bob = Client::login(&url, "bob", "phone").await;
     let dm = alice.direct("bob").await;
@@ -163,10 +152,8 @@ async fn a_session_is_not_live_before_it_syncs() {
 
 #[tokio::test]
 async fn history_pages_newest_first_without_gaps_or_duplicates() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     for i in 1..=25 {
@@ -191,10 +178,8 @@ async fn history_pages_newest_first_without_gaps_or_duplicates() {
 
 #[tokio::test]
 async fn receipts_reach_the_sender_and_never_go_backwards() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login_live(&url, "alice", "phone").await;
     let mut bob = Client::login(&url, "bob", "phone").await;
     let dm = alice.direct("bob").await;
@@ -227,11 +212,8 @@ async fn receipts_reach_the_sender_and_never_go_backwards() {
 
 #[tokio::test]
 async fn typing_and_presence_reach_members_only() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob", "eve"]).await;
     let url = server.url();
-    for name in ["alice", "bob", "eve"] {
-        Client::register(&url, name).await;
-    }
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     let mut bob = Client::login(&url, "bob", "phone").await;
@@ -265,11 +247,8 @@ async fn typing_and_presence_reach_members_only() {
 
 #[tokio::test]
 async fn chat_rooms_reach_the_members_present() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob", "carol"]).await;
     let url = server.url();
-    for name in ["alice", "bob", "carol"] {
-        Client::register(&url, name).await;
-    }
     let mut alice = Client::login(&url, "alice", "phone").await;
     let mut bob = Client::login(&url, "bob", "phone").await;
     let mut carol = Client::login(&url, "carol", "phone").await;
@@ -307,11 +286,8 @@ async fn chat_rooms_reach_the_members_present() {
 
 #[tokio::test]
 async fn group_membership_changes() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob", "carol"]).await;
     let url = server.url();
-    for name in ["alice", "bob", "carol"] {
-        Client::register(&url, name).await;
-    }
     let mut alice = Client::login(&url, "alice", "phone").await;
     let mut bob = Client::login(&url, "bob", "phone").await;
     let g = alice.group("team", &["bob"]).await;
@@ -341,10 +317,8 @@ async fn group_membership_changes() {
 
 #[tokio::test]
 async fn media_and_custom_bodies_round_trip() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     let image = v1::MessageBody {
@@ -383,10 +357,8 @@ async fn media_and_custom_bodies_round_trip() {
 
 #[tokio::test]
 async fn pages_of_large_messages_stay_within_one_frame() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     let big = "b".repeat(missive_proto::MAX_BODY_BYTES);

@@ -62,11 +62,8 @@ async fn nothing_before_authentication() {
 
 #[tokio::test]
 async fn no_access_to_conversations_of_others() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob", "eve"]).await;
     let url = server.url();
-    for name in ["alice", "bob", "eve"] {
-        Client::register(&url, name).await;
-    }
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     let group = alice.group("g", &["bob"]).await;
@@ -116,10 +113,8 @@ async fn oversize_frames_close_with_1009() {
 
 #[tokio::test]
 async fn oversize_bodies_get_too_large() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     let e = alice.refused(send_text(dm.id, "big", &"x".repeat(MAX_BODY_BYTES + 1))).await;
@@ -155,10 +150,8 @@ async fn malformed_frames_get_an_error_and_the_connection_survives_a_few() {
 
 #[tokio::test]
 async fn unknown_request_and_body_kinds_are_named() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     // A request kind from a future version: field 99 of ClientFrame.
@@ -176,10 +169,8 @@ async fn unknown_request_and_body_kinds_are_named() {
 
 #[tokio::test]
 async fn invalid_utf8_text_is_refused_and_nothing_is_stored() {
-    let server = TestServer::start().await;
+    let server = TestServer::with_users(&["alice", "bob"]).await;
     let url = server.url();
-    Client::register(&url, "alice").await;
-    Client::register(&url, "bob").await;
     let mut alice = Client::login(&url, "alice", "phone").await;
     let dm = alice.direct("bob").await;
     let body = v1::MessageBody { kind: Some(v1::message_body::Kind::Text(v1::Text { text: vec![0x68, 0xc3, 0x28].into() })) };

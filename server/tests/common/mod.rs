@@ -26,6 +26,15 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A server with these users already registered (password `PASSWORD`).
+    pub async fn with_users(names: &[&str]) -> Self {
+        let server = Self::start().await;
+        for name in names {
+            Client::register(&server.url(), name).await;
+        }
+        server
+    }
+
     pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
