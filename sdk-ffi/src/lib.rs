@@ -64,19 +64,63 @@ pub trait EventListener: Send + Sync {
 #[derive(uniffi::Object)]
 pub struct Subscription {
     task: tokio::task::AbortHandle,
-    cancelled: Arc<std::sync::atomic::AtomicBool>,
+    state: Arc<SubscriptionState>,
+}
+
+/// Shared between the handle and the delivering task. `delivering` holds the id of the thread
+/// inside the listener (0: none), so that `cancel` can wait for a delivery in progress without a
+/// lock around the callback (and without waiting for itself when called from the listener).
+#[derive(Default)]
+struct SubscriptionState {
+    cancelled: std::sync::atomic::AtomicBool,
+    delivering: std::sync::atomic::AtomicU64,
+}
+
+fn thread_tag() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    TAG.with(|t| *t)
+}
+
+impl SubscriptionState {
+    /// Delivers unless cancelled; returns false once cancelled.
+    fn deliver(&self, f: impl FnOnce()) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.delivering.store(thread_tag(), SeqCst);
+        let go = !self.cancelled.load(SeqCst);
+        if go {
+            f();
+        }
+        self.delivering.store(0, SeqCst);
+        go
+    }
+
+    fn cancel(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.cancelled.store(true, SeqCst);
+        let me = thread_tag();
+        loop {
+            let d = self.delivering.load(SeqCst);
+            if d == 0 || d == me {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
 }
 
 #[uniffi::export]
 impl Subscription {
-    /// Stops the events: once this returns, the listener is not called again.
+    /// Stops the events: once this returns, the listener is not called again (a delivery in
+    /// progress on another thread is waited for).
     pub fn cancel(&self) {
-        self.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.cancel();
         self.task.abort();
     }
 
     pub fn is_active(&self) -> bool {
-        !self.cancelled.load(std::sync::atomic::Ordering::SeqCst) && !self.task.is_finished()
+        !self.state.cancelled.load(std::sync::atomic::Ordering::SeqCst) && !self.task.is_finished()
     }
 }
 
@@ -178,21 +222,23 @@ impl MissiveClient {
     /// task, until the subscription is cancelled or released.
     pub fn subscribe(&self, listener: Arc<dyn EventListener>) -> Arc<Subscription> {
         let mut events = self.inner.subscribe();
-        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop = cancelled.clone();
+        let state = Arc::new(SubscriptionState::default());
+        let shared = state.clone();
         let task = runtime().spawn(async move {
             while let Some(event) = events.next().await {
-                if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
-                }
                 let listener = listener.clone();
-                // A throwing listener must not end the subscription or unwind into the SDK.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || listener.on_event(event.into()))).is_err() {
-                    tracing::warn!("an event listener failed; the subscription goes on");
+                let delivered = shared.deliver(|| {
+                    // A throwing listener must not end the subscription or unwind into the SDK.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || listener.on_event(event.into()))).is_err() {
+                        tracing::warn!("an event listener failed; the subscription goes on");
+                    }
+                });
+                if !delivered {
+                    return;
                 }
             }
         });
-        Arc::new(Subscription { task: task.abort_handle(), cancelled })
+        Arc::new(Subscription { task: task.abort_handle(), state })
     }
 
     pub async fn conversations(&self) -> Result<Vec<Conversation>, MissiveError> {
