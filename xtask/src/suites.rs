@@ -33,6 +33,9 @@ impl std::fmt::Display for Outcome {
 /// `cargo test --workspace`; counts come from libtest's `test result:` lines.
 pub fn rust(root: &Path) -> Outcome {
     let started = Instant::now();
+    if let Err(e) = ensure_xmpp_servers() {
+        return Outcome::broken("rust", e);
+    }
     let result = run_teed(Command::new("cargo").current_dir(root).args(["test", "--workspace", "--exclude", "xtask"]));
     let (ok, out) = match result {
         Ok(r) => r,
@@ -47,6 +50,40 @@ pub fn rust(root: &Path) -> Outcome {
         return Outcome::broken("rust", format!("cargo test failed before running:\n{}", tail(&out, 20)));
     }
     Outcome { name: "rust", passed, failed, seconds: started.elapsed().as_secs_f64(), error: None }
+}
+
+/// The XMPP transport's tests start real servers: Debian's Prosody. Installing the package must
+/// not start the system service, so a `policy-rc.d` refusing service starts is in place for the
+/// install (and removed after, if we put it there).
+fn ensure_xmpp_servers() -> Result<(), String> {
+    if Path::new("/usr/bin/prosody").exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Prosody with apt-get (for the XMPP transport's tests)");
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")
+            .map_err(|e| format!("cannot write {}: {e}", policy.display()))?;
+        run(Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]))?;
+    }
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", "prosody"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    let result =
+        install().or_else(|_| run(Command::new("apt-get").arg("update")).and_then(|()| install()));
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    result?;
+    // The package may have started a system instance despite the policy: it would hold the
+    // default ports, which the tests do not use, but it is not ours to keep running.
+    let _ = Command::new("pkill")
+        .args(["-f", "/usr/bin/prosody -D"])
+        .status();
+    Ok(())
 }
 
 fn ensure_maven() -> Result<(), String> {

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::model::{Body, ConnectionState, ConversationKind, Message, ReceiptKind};
 use crate::store::{Store, conversations, messages, settings};
-use crate::transport::{Auth, Incoming, Link, Outgoing, RemoteEvent, RemoteEventKind, Request, TransportError};
+use crate::transport::{Auth, Incoming, Link, MessageRef, Outgoing, RemoteEvent, RemoteEventKind, Request, TransportError};
 use connection::{ConnectionMachine, Next};
 use outbox::{ChangeError, Outbox};
 use sync::{SyncState, SyncStep};
@@ -286,7 +286,9 @@ impl Engine {
 
     async fn send_read(&mut self, conversation: String, seq: u64) {
         let (reply, answer) = oneshot::channel();
-        self.send_link(Outgoing::Request(Request::MarkRead { conversation: conversation.clone(), seq, reply })).await;
+        let lookup = conversation.clone();
+        let message = self.store.call(move |c| messages::reference_at(c, &lookup, seq)).await.ok().flatten();
+        self.send_link(Outgoing::Request(Request::MarkRead { conversation: conversation.clone(), seq, message, reply })).await;
         let store = self.store.clone();
         tokio::spawn(async move {
             if let Ok(Ok(())) = answer.await {
@@ -365,8 +367,8 @@ impl Engine {
         if let Some((cursor, count)) = applied.live {
             self.sync.on_live_committed(cursor, count);
         }
-        for (conversation, seq) in applied.delivered {
-            self.send_link(Outgoing::MarkDelivered { conversation, seq }).await;
+        for (conversation, (seq, message)) in applied.delivered {
+            self.send_link(Outgoing::MarkDelivered { conversation, seq, message: Some(message) }).await;
         }
         if applied.pause_sends {
             // A retryable refusal (rate limit, server busy): give the server a moment.
@@ -547,15 +549,15 @@ struct Applied {
     page_cursor: Option<String>,
     /// Live events: the last cursor and how many.
     live: Option<(String, u64)>,
-    /// Highest sequence received from others, per conversation: to send delivered receipts.
-    delivered: Vec<(String, u64)>,
+    /// Newest message received from others, per conversation: to send delivered receipts.
+    delivered: Vec<(String, (u64, MessageRef))>,
     pause_sends: bool,
 }
 
 fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> Result<Applied> {
     let mut out = Applied::default();
     let mut touched = BTreeSet::new();
-    let mut delivered = std::collections::BTreeMap::<String, u64>::new();
+    let mut delivered = std::collections::BTreeMap::<String, (u64, MessageRef)>::new();
     for item in batch {
         match item {
             Incoming::Acked { client_id, server_id, seq, server_time_ms, .. } => {
@@ -622,14 +624,14 @@ fn apply_event(
     event: RemoteEvent,
     out: &mut Applied,
     touched: &mut BTreeSet<String>,
-    delivered: &mut std::collections::BTreeMap<String, u64>,
+    delivered: &mut std::collections::BTreeMap<String, (u64, MessageRef)>,
 ) -> Result<()> {
     match event.kind {
         RemoteEventKind::Message(m) => {
             touched.insert(m.conversation.clone());
-            if m.sender != me {
-                let e = delivered.entry(m.conversation.clone()).or_default();
-                *e = (*e).max(m.seq);
+            if m.sender != me && delivered.get(&m.conversation).is_none_or(|(seq, _)| *seq < m.seq) {
+                let reference = MessageRef { client_id: m.client_id.clone(), server_id: Some(m.server_id.clone()) };
+                delivered.insert(m.conversation.clone(), (m.seq, reference));
             }
             match messages::apply_remote(conn, me, &m, ConversationKind::Direct)? {
                 Some(messages::Applied::Added(m)) => out.events.push(Event::MessageAdded(m)),
@@ -640,10 +642,17 @@ fn apply_event(
                 None => {}
             }
         }
-        RemoteEventKind::Receipt { conversation, user, kind, seq } => {
+        RemoteEventKind::Receipt { conversation, user, kind, seq, message } => {
             if conversation.is_empty() {
                 return Ok(()); // an event kind this version does not know
             }
+            let seq = match message {
+                Some(reference) => match messages::seq_of_reference(conn, &conversation, me, &user, &reference)? {
+                    Some(seq) => seq,
+                    None => return Ok(()), // a message this device never saw
+                },
+                None => seq,
+            };
             if user == me {
                 if kind == ReceiptKind::Read && conversations::read_elsewhere(conn, &conversation, seq)? {
                     touched.insert(conversation.clone());

@@ -210,6 +210,33 @@ pub fn apply_receipt(conn: &Connection, conversation: &str, seq: u64, read: bool
     Ok(rows)
 }
 
+/// The sequence number of the message a receipt names by id (a server id, or the client id of a
+/// message by `me`, by `user` or by the peer of a direct conversation): for protocols whose
+/// receipts name a message rather than a position (XMPP markers).
+pub fn seq_of_reference(conn: &Connection, conversation: &str, me: &str, user: &str, reference: &str) -> Result<Option<u64>> {
+    let seq: Option<Option<i64>> = conn
+        .prepare_cached(
+            "SELECT seq FROM messages WHERE conversation_id = ?1 AND (server_id = ?2 OR id IN (?3, ?4, ?5)) ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(
+            params![conversation, reference, message_id(me, reference), message_id(user, reference), message_id(conversation, reference)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(seq.flatten().map(|s| s as u64))
+}
+
+/// The newest message from others at or below `seq`: what a receipt for `seq` names, for
+/// protocols that name messages.
+pub fn reference_at(conn: &Connection, conversation: &str, seq: u64) -> Result<Option<crate::transport::MessageRef>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT client_id, server_id FROM messages WHERE conversation_id = ?1 AND seq <= ?2 AND outgoing = 0 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![conversation, seq as i64], |r| Ok(crate::transport::MessageRef { client_id: r.get(0)?, server_id: r.get(1)? }))
+        .optional()?)
+}
+
 /// Incoming messages in (`from`, `to`] become Read.
 pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, from: u64, to: u64) -> Result<()> {
     conn.prepare_cached("UPDATE messages SET state = 4 WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND outgoing = 0 AND state = 3")?

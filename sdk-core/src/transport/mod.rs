@@ -7,6 +7,7 @@
 //! by implementing this module's types, without touching the engine.
 
 pub mod native;
+pub mod xmpp;
 pub mod tls;
 
 use std::future::Future;
@@ -101,7 +102,10 @@ pub struct RemoteMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RemoteEventKind {
     Message(RemoteMessage),
-    Receipt { conversation: ConversationId, user: String, kind: ReceiptKind, seq: u64 },
+    /// Messages up to `seq` reached `user`. A protocol whose receipts name a message instead
+    /// (XMPP markers) gives `seq: 0` and `message`, the server or client id; the engine finds
+    /// its position in the store.
+    Receipt { conversation: ConversationId, user: String, kind: ReceiptKind, seq: u64, message: Option<String> },
     Membership { conversation: RemoteConversation, added: Vec<String>, removed: Vec<String> },
 }
 
@@ -119,6 +123,13 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
+/// The newest message a receipt covers, for protocols whose receipts name a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub client_id: String,
+    pub server_id: Option<String>,
+}
+
 /// Requests that get exactly one answer.
 pub enum Request {
     CreateDirect { peer: String, reply: Reply<RemoteConversation> },
@@ -130,7 +141,7 @@ pub enum Request {
     JoinRoom { conversation: ConversationId, reply: Reply<RemoteConversation> },
     LeaveRoom { conversation: ConversationId, reply: Reply<()> },
     History { conversation: ConversationId, before_seq: Option<u64>, limit: u32, reply: Reply<HistoryPage> },
-    MarkRead { conversation: ConversationId, seq: u64, reply: Reply<()> },
+    MarkRead { conversation: ConversationId, seq: u64, message: Option<MessageRef>, reply: Reply<()> },
     Logout { reply: Reply<()> },
 }
 
@@ -160,7 +171,7 @@ pub enum Outgoing {
     AckCursor(String),
     /// Events after `since`; answered with `Incoming::SyncPage`.
     Sync { since: Option<String> },
-    MarkDelivered { conversation: ConversationId, seq: u64 },
+    MarkDelivered { conversation: ConversationId, seq: u64, message: Option<MessageRef> },
     Typing { conversation: ConversationId, active: bool },
     SetPresence { presence: Presence, status: String },
     Ping,

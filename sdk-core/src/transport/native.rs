@@ -243,7 +243,7 @@ impl LinkTask {
                 let since = since.map_or(0, |s| id_number(&s));
                 (Req::Sync(v1::SyncRequest { since, limit: missive_proto::MAX_PAGE_SIZE }), Pending::Sync)
             }
-            Outgoing::MarkDelivered { conversation, seq } => {
+            Outgoing::MarkDelivered { conversation, seq, .. } => {
                 (Req::MarkDelivered(v1::MarkReceipt { conversation_id: id_number(&conversation), seq }), Pending::Quiet)
             }
             Outgoing::Typing { conversation, active } => {
@@ -401,6 +401,7 @@ fn convert_event(e: v1::Event) -> Option<RemoteEvent> {
             user: r.user,
             kind: if r.kind == v1::ReceiptKind::Read as i32 { ReceiptKind::Read } else { ReceiptKind::Delivered },
             seq: r.seq,
+            message: None,
         },
         Some(v1::event::Kind::Membership(m)) => RemoteEventKind::Membership {
             conversation: convert_conversation(m.conversation?),
@@ -408,7 +409,7 @@ fn convert_event(e: v1::Event) -> Option<RemoteEvent> {
             removed: m.removed,
         },
         // An event kind from a newer server: keep the cursor moving with a no-op.
-        None => RemoteEventKind::Receipt { conversation: String::new(), user: String::new(), kind: ReceiptKind::Delivered, seq: 0 },
+        None => RemoteEventKind::Receipt { conversation: String::new(), user: String::new(), kind: ReceiptKind::Delivered, seq: 0, message: None },
     };
     Some(RemoteEvent { cursor, kind })
 }

