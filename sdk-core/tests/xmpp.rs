@@ -201,3 +201,78 @@ async fn typing_reaches_the_peer_and_is_not_archived() {
     assert!(tablet.wait_caught_up(WAIT).await);
     assert!(tablet.conversations().await.unwrap().is_empty(), "chat states leave no trace in the archive");
 }
+
+#[tokio::test]
+async fn groups_through_muc_with_an_offline_member_and_a_removal() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let dir = tempfile::tempdir().unwrap();
+    let dave_store = temp_store(&dir, "dave");
+    let dave = registered(&url, "dave", Some(&dave_store)).await;
+    dave.shutdown().await;
+    drop(dave);
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let carol = registered(&url, "carol", None).await;
+    let (mut bob_events, mut carol_events) = (bob.subscribe(), carol.subscribe());
+    let group = alice.create_group("trip", &["bob", "carol", "dave"]).await.unwrap();
+    assert_eq!(group.kind, missive::ConversationKind::Group);
+    assert_eq!(group.title, "trip");
+    assert_eq!(group.members.len(), 4);
+    for events in [&mut bob_events, &mut carol_events] {
+        wait_for(
+            events,
+            "the invitation",
+            |e| matches!(e, Event::ConversationChanged(c) if c.id == group.id && c.active && c.title == "trip"),
+        )
+        .await;
+    }
+    let a = alice.send_text(&group.id, "one").await.unwrap();
+    let b = bob.send_text(&group.id, "two").await.unwrap();
+    wait_present(&carol, &mut carol_events, &a.id).await;
+    wait_present(&carol, &mut carol_events, &b.id).await;
+    wait_present(&bob, &mut bob_events, &a.id).await;
+    assert!(alice.flush(WAIT).await.unwrap() && bob.flush(WAIT).await.unwrap(), "both sends confirmed by the room archive");
+    let c = carol.conversation(&group.id).await.unwrap().unwrap();
+    assert_eq!(c.unread_count, 2);
+    assert_eq!(all_texts(&carol, &group.id).await, vec!["one", "two"]);
+    assert_eq!(carol.message(&b.id).await.unwrap().unwrap().sender, jid("bob"));
+    carol.mark_read(&group.id).await.unwrap();
+    assert_eq!(carol.conversation(&group.id).await.unwrap().unwrap().unread_count, 0);
+    // Dave was offline throughout: his next sync finds the invitation, then the group's archive.
+    let dave = open(&url, Some(&dave_store), "phone").await;
+    assert!(dave.wait_caught_up(WAIT).await);
+    eventually("dave has the group and its messages", || async { all_texts(&dave, &group.id).await == ["one", "two"] }).await;
+    assert_eq!(dave.conversation(&group.id).await.unwrap().unwrap().title, "trip");
+    // A removed member is told, and the group becomes inactive for them.
+    alice.remove_members(&group.id, &["carol"]).await.unwrap();
+    wait_for(&mut carol_events, "removal", |e| matches!(e, Event::ConversationChanged(c) if c.id == group.id && !c.active)).await;
+    let after = alice.send_text(&group.id, "without carol").await.unwrap();
+    wait_present(&bob, &mut bob_events, &after.id).await;
+    assert!(carol.message(&after.id).await.unwrap().is_none());
+    assert_eq!(carol.conversation(&group.id).await.unwrap().unwrap().title, "trip", "the title survives the removal");
+}
+
+#[tokio::test]
+async fn chat_rooms_are_live_only_and_echo_confirms_our_sends() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let mut bob_events = bob.subscribe();
+    let mut alice_events = alice.subscribe();
+    let room = alice.create_room("lobby").await.unwrap();
+    assert_eq!(room.kind, missive::ConversationKind::Room);
+    let joined = bob.join_room(&room.id).await.unwrap();
+    assert!(joined.active);
+    let hello = alice.send_text(&room.id, "welcome").await.unwrap();
+    wait_present(&bob, &mut bob_events, &hello.id).await;
+    wait_state(&alice, &mut alice_events, &hello.id, MessageState::Sent).await;
+    bob.set_typing(&room.id, true).await.unwrap();
+    wait_for(&mut alice_events, "typing in the room", |e| matches!(e, Event::Typing { user, .. } if *user == jid("bob"))).await;
+    bob.leave_room(&room.id).await.unwrap();
+    let later = alice.send_text(&room.id, "after bob left").await.unwrap();
+    assert!(alice.flush(WAIT).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(bob.message(&later.id).await.unwrap().is_none(), "no room traffic after leaving");
+}

@@ -595,8 +595,15 @@ fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> Result<Appl
             }
             Incoming::RoomMessage(m) => {
                 touched.insert(m.conversation.clone());
-                if let Some(messages::Applied::Added(m)) = messages::apply_remote(conn, me, &m, ConversationKind::Room)? {
-                    out.events.push(Event::MessageAdded(m));
+                match messages::apply_remote(conn, me, &m, ConversationKind::Room)? {
+                    Some(messages::Applied::Added(m)) => out.events.push(Event::MessageAdded(m)),
+                    // Our own message echoed by the room: for transports without a separate
+                    // acknowledgement (XMPP), this is it.
+                    Some(messages::Applied::Confirmed(m)) => {
+                        out.acked.push(m.client_id.clone());
+                        out.events.push(Event::MessageUpdated(m));
+                    }
+                    None => {}
                 }
             }
             Incoming::Typing { conversation, user, active } => {

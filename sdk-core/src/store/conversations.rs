@@ -72,7 +72,8 @@ pub fn upsert(conn: &Connection, me: &str, c: &RemoteConversation, now: i64) -> 
     conn.prepare_cached(
         "INSERT INTO conversations (id, kind, title, members, last_seq, read_seq, last_activity_ms, active)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, title = excluded.title, members = excluded.members,
+         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind,
+             title = CASE WHEN excluded.title = '' THEN title ELSE excluded.title END, members = excluded.members,
              last_seq = max(last_seq, excluded.last_seq), read_seq = max(read_seq, excluded.read_seq),
              active = excluded.active",
     )?

@@ -182,9 +182,11 @@ pub enum Archived {
         kind: ReceiptKind,
         id: String,
     },
-    /// An invitation into a group.
+    /// An invitation into a group, with its title (the invitation's reason) and who sent it.
     Invite {
         room: String,
+        title: String,
+        inviter: String,
     },
     /// Anything else (errors, states, unknown extensions): read past.
     Nothing,
@@ -219,8 +221,11 @@ pub fn classify(m: &Element, room: Option<&str>, me: &str) -> Archived {
         return Archived::Nothing;
     }
     if let Some(invite) = m.get_child("x", NS_MUC_USER).and_then(|x| x.get_child("invite", NS_MUC_USER)) {
-        let _ = invite;
-        return Archived::Invite { room: bare(from).to_owned() };
+        return Archived::Invite {
+            room: bare(from).to_owned(),
+            title: invite.get_child("reason", NS_MUC_USER).map(Element::text_content).unwrap_or_default(),
+            inviter: invite.get_attr("from").map(bare).unwrap_or("").to_owned(),
+        };
     }
     if let Some(body) = read_body(m) {
         let client_id = m.get_child("origin-id", NS_SID).and_then(|o| o.get_attr("id")).or(m.get_attr("id")).unwrap_or("").to_owned();

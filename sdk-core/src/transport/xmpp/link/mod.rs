@@ -10,6 +10,8 @@
 //! (XEP-0198), is not sent again, so a failed resume cannot duplicate it. Stream management
 //! acknowledgements are requested after every burst and answered when the server asks.
 
+mod muc;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -38,8 +40,13 @@ pub(super) struct Session {
 /// What an iq id is waiting for.
 enum PendingIq {
     Query,
-    History { conversation: String, reply: Reply<HistoryPage> },
+    History {
+        conversation: String,
+        reply: Reply<HistoryPage>,
+    },
     Ping,
+    /// A step of a room operation.
+    Muc(String),
 }
 
 /// A running archive query.
@@ -82,6 +89,12 @@ pub(super) struct LinkTask {
     seen: HashSet<String>,
     /// Rooms joined on this link.
     joined: HashSet<String>,
+    /// Chat rooms (live only, not followed in the cursor).
+    rooms: HashSet<String>,
+    /// Room operations waiting for the server, by room.
+    muc_tasks: HashMap<String, muc::MucTask>,
+    /// The last sequence number given to a chat-room message.
+    room_seq: u64,
 }
 
 type Flow = Result<(), String>;
@@ -114,6 +127,9 @@ impl LinkTask {
             held: Vec::new(),
             seen: HashSet::new(),
             joined: HashSet::new(),
+            rooms: HashSet::new(),
+            muc_tasks: HashMap::new(),
+            room_seq: 0,
         }
     }
 
@@ -335,11 +351,7 @@ impl LinkTask {
                 let _ = reply.send(Ok(()));
                 return Err("logged out".into());
             }
-            other => other.fail(TransportError::Refused {
-                code: "UNSUPPORTED".into(),
-                message: "not supported by the XMPP transport yet".into(),
-                retryable: false,
-            }),
+            other => self.on_muc_request(other).await?,
         }
         Ok(())
     }
@@ -487,6 +499,9 @@ impl LinkTask {
         }
         let room = kind == "groupchat" || self.is_room(&from);
         let archive = if room { bare(&from).to_owned() } else { archive::OWN.to_owned() };
+        if room && self.rooms.contains(&archive) {
+            return self.on_chat_room_message(&e, archive).await;
+        }
         let meaning = classify(&e, room.then_some(archive.as_str()), &self.me);
         match meaning {
             Archived::Nothing => {
@@ -509,7 +524,10 @@ impl LinkTask {
 
     async fn on_presence(&mut self, e: Element) -> Flow {
         let from = e.get_attr("from").unwrap_or("");
-        if from.is_empty() || self.is_room(from) || bare(from) == self.me {
+        if self.is_room(from) {
+            return self.on_room_presence(&e).await;
+        }
+        if from.is_empty() || bare(from) == self.me {
             return Ok(());
         }
         let presence = match e.get_attr("type") {
@@ -549,6 +567,7 @@ impl LinkTask {
         };
         match pending {
             PendingIq::Ping => self.emit(Incoming::Pong).await,
+            PendingIq::Muc(room) => self.on_muc_iq(&room, &e).await,
             PendingIq::Query => self.on_query_done(&id, &e).await,
             PendingIq::History { conversation, reply } => {
                 let q = self.queries.remove(&id);
@@ -597,10 +616,24 @@ impl LinkTask {
             if query.archive.is_empty() {
                 return Err(format!("the server refused to read the archive: {condition}"));
             }
-            // A group we can no longer read (removed, destroyed): stop following it.
+            // A group we can no longer read (removed while offline, destroyed): leave it.
             tracing::warn!(room = %query.archive, %condition, "cannot read a group archive; leaving it");
             self.cursor.archives.remove(&query.archive);
-            return if query.sync { self.next_sync_read().await } else { Ok(()) };
+            let kind = RemoteEventKind::Membership {
+                conversation: muc::group(&query.archive, String::new(), Vec::new()),
+                added: Vec::new(),
+                removed: vec![self.me.clone()],
+            };
+            let event = RemoteEvent { cursor: self.cursor.encode(), kind };
+            if !query.sync {
+                return self.emit(Incoming::Live(event)).await;
+            }
+            let remaining = match &self.phase {
+                Phase::Syncing { done } => self.cursor.archives.keys().any(|a| !done.contains(a)),
+                _ => false,
+            };
+            self.emit(Incoming::SyncPage { events: vec![event], has_more: remaining }).await?;
+            return if remaining { Ok(()) } else { self.go_live().await };
         }
         let complete = fin_iq.get_child("fin", NS_MAM).and_then(|f| f.get_attr("complete")) == Some("true") || query.results.is_empty();
         let room = (!query.archive.is_empty()).then_some(query.archive.clone());
@@ -631,18 +664,12 @@ impl LinkTask {
                 Archived::Receipt { conversation, user, kind, id } => {
                     Some(RemoteEventKind::Receipt { conversation, user, kind, seq: 0, message: Some(id) })
                 }
-                Archived::Invite { room } => {
+                Archived::Invite { room, title, inviter } => {
                     if self.cursor.follow(&room) {
                         invited.push(room.clone());
+                        let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
                         Some(RemoteEventKind::Membership {
-                            conversation: RemoteConversation {
-                                id: room,
-                                kind: ConversationKind::Group,
-                                title: String::new(),
-                                members: Vec::new(),
-                                last_seq: 0,
-                                read_seq: 0,
-                            },
+                            conversation: muc::group(&room, title, members),
                             added: vec![self.me.clone()],
                             removed: Vec::new(),
                         })
