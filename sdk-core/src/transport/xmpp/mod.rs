@@ -75,6 +75,8 @@ struct Shared {
     session: Option<SmSession>,
     server_has: HashSet<String>,
     stats: XmppStats,
+    /// Where the server told us to connect next (`<close see-other-uri>`).
+    redirect: Option<String>,
 }
 
 /// How the streams of a transport went (for diagnostics and tests).
@@ -154,6 +156,8 @@ fn io(e: impl std::fmt::Display) -> TransportError {
 /// The stream, during the handshake.
 struct Handshake {
     ws: Ws,
+    /// A `see-other-uri` the server sent.
+    redirect: Option<String>,
 }
 
 impl Handshake {
@@ -171,7 +175,13 @@ impl Handshake {
                         return Err(TransportError::Io(format!("stream error: {} {}", error_condition(&e), error_text(&e))));
                     }
                     if e.is("close", NS_FRAMING) {
-                        return Err(TransportError::Io("the server closed the stream".into()));
+                        return Err(TransportError::Io(match e.get_attr("see-other-uri") {
+                            Some(uri) => {
+                                self.redirect = Some(uri.to_owned());
+                                format!("the server sends us to {uri}")
+                            }
+                            None => "the server closed the stream".into(),
+                        }));
                     }
                     return Ok(e);
                 }
@@ -243,14 +253,36 @@ impl Token {
     }
 }
 
-fn is_loopback(url: &str) -> bool {
-    let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
-    matches!(host, "localhost" | "127.0.0.1" | "[") || host.starts_with("127.") || url.contains("://[::1]")
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a server may send us from `from` to `to` (RFC 7395 `see-other-uri`): same scheme
+/// only, so a redirect can never drop TLS.
+pub(super) fn redirect_allowed(from: &str, to: &str) -> bool {
+    let scheme = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    matches!(scheme(to).as_deref(), Some("ws" | "wss")) && scheme(from) == scheme(to)
 }
 
 impl XmppTransport {
     async fn open(&self, auth: Auth) -> Result<Link, TransportError> {
-        let mut request = self.config.url.as_str().into_client_request().map_err(io)?;
+        // A redirect during the handshake is followed at once (one hop).
+        match self.open_once(auth.clone()).await {
+            Err(e) if self.shared.lock().expect("not poisoned").redirect.is_some() => {
+                tracing::debug!(error = %e, "following the server's redirect");
+                self.open_once(auth).await
+            }
+            other => other,
+        }
+    }
+
+    async fn open_once(&self, auth: Auth) -> Result<Link, TransportError> {
+        // A redirect from the server is tried once; if it fails, the configured URL again.
+        let redirect = self.shared.lock().expect("not poisoned").redirect.take();
+        let url = redirect.unwrap_or_else(|| self.config.url.clone());
+        let mut request = url.as_str().into_client_request().map_err(io)?;
+        let loopback = request.uri().host().is_some_and(is_loopback);
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("xmpp"));
         let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
         let (ws, response) =
@@ -260,16 +292,46 @@ impl XmppTransport {
         if response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()) != Some("xmpp") {
             return Err(TransportError::Io("the server did not accept the xmpp subprotocol".into()));
         }
-        let mut hs = Handshake { ws };
+        let mut hs = Handshake { ws, redirect: None };
+        let result = self.handshake(&mut hs, &url, loopback, auth).await;
+        if let Some(to) = hs.redirect.take() {
+            self.follow_redirect(&url, to);
+        }
+        let (jid, token, session, resumed_h) = result?;
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        let (in_tx, in_rx) = mpsc::channel(1024);
+        let task = link::LinkTask::new(hs.ws, in_tx, jid.clone(), session, self.config.clone(), self.shared.clone(), resumed_h, url);
+        tokio::spawn(task.run(out_rx));
+        Ok(Link { grant: Grant { username: jid, token: Some(token) }, outgoing: out_tx, incoming: in_rx })
+    }
+
+    /// Remembers a redirect for the next connection, if allowed.
+    fn follow_redirect(&self, from: &str, to: String) {
+        if redirect_allowed(from, &to) {
+            tracing::info!(%to, "the server redirects us");
+            self.shared.lock().expect("not poisoned").redirect = Some(to);
+        } else {
+            tracing::warn!(%to, "ignoring a redirect to another scheme");
+        }
+    }
+
+    /// Stream opening, authentication, resumption or binding.
+    async fn handshake(
+        &self,
+        hs: &mut Handshake,
+        url: &str,
+        loopback: bool,
+        auth: Auth,
+    ) -> Result<(String, String, link::Session, Option<u32>), TransportError> {
         let domain = self.config.domain.clone();
         let features = hs.open(&domain).await?;
-        let plain_allowed = self.config.url.starts_with("wss://") || is_loopback(&self.config.url);
+        let plain_allowed = url.starts_with("wss://") || loopback;
 
         // Who, with what secret, and whether a previous session may be resumed.
         let (jid, device, secret, may_resume) = match &auth {
             Auth::Register { username, password, device } => {
                 let jid = to_bare_jid(username, &domain);
-                register(&mut hs, &features, &jid, password).await?;
+                register(hs, &features, &jid, password).await?;
                 (jid, device.clone(), Ok(password.clone()), false)
             }
             Auth::Login { username, password, device } => (to_bare_jid(username, &domain), device.clone(), Ok(password.clone()), false),
@@ -298,15 +360,10 @@ impl XmppTransport {
         if mechanism == Mechanism::Plain && !plain_allowed {
             return Err(TransportError::Io("refusing SASL PLAIN without TLS".into()));
         }
-        let token = authenticate(&mut hs, mechanism, &local, &jid, secret).await?;
-
+        let token = authenticate(hs, mechanism, &local, &jid, secret).await?;
         let features = hs.open(&domain).await?;
-        let (link_state, resumed_h) = self.resume_or_bind(&mut hs, &features, &jid, &device, may_resume).await?;
-        let (out_tx, out_rx) = mpsc::channel(1024);
-        let (in_tx, in_rx) = mpsc::channel(1024);
-        let task = link::LinkTask::new(hs.ws, in_tx, jid.clone(), link_state, self.config.clone(), self.shared.clone(), resumed_h);
-        tokio::spawn(task.run(out_rx));
-        Ok(Link { grant: Grant { username: jid, token: Some(token) }, outgoing: out_tx, incoming: in_rx })
+        let (session, resumed_h) = self.resume_or_bind(hs, &features, &jid, &device, may_resume).await?;
+        Ok((jid, token, session, resumed_h))
     }
 
     /// Resumes the previous XEP-0198 session when allowed and possible, else binds a resource,
@@ -454,4 +511,40 @@ async fn authenticate(
     let server_final = B64.decode(answer.text_content().trim()).map_err(|_| io("SASL success is not base64"))?;
     let credential = scram.finish(&String::from_utf8_lossy(&server_final)).map_err(io)?;
     Ok(Token::Scram { jid: jid.to_owned(), credential }.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_never_drop_tls() {
+        assert!(redirect_allowed("wss://a.example/ws", "wss://b.example/ws"));
+        assert!(redirect_allowed("ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws"));
+        assert!(!redirect_allowed("wss://a.example/ws", "ws://b.example/ws"));
+        assert!(!redirect_allowed("wss://a.example/ws", "https://b.example/ws"));
+        assert!(!redirect_allowed("wss://a.example/ws", "b.example:5222"));
+    }
+
+    #[test]
+    fn plain_is_allowed_on_loopback_only() {
+        for host in ["localhost", "127.0.0.1", "127.3.2.1", "[::1]", "::1"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["example.com", "10.0.0.1", "localhost.example.com", "[2001:db8::1]"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_never_show_secrets() {
+        let credential = Credential { mechanism: Mechanism::ScramSha1, salt: vec![1, 2], iterations: 4096, salted_password: vec![9; 20] };
+        let token = Token::Scram { jid: "a@b".into(), credential: credential.clone() }.encode();
+        assert!(matches!(Token::decode(&token), Some(Token::Scram { jid, credential: c }) if jid == "a@b" && c == credential));
+        assert!(!format!("{credential:?}").contains("9, 9"));
+        assert!(Token::decode("opaque-native-token").is_none());
+        assert!(
+            matches!(Token::decode(&Token::Plain { jid: "a@b".into(), password: "pw d".into() }.encode()), Some(Token::Plain { password, .. }) if password == "pw d")
+        );
+    }
 }

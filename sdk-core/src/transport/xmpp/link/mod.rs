@@ -95,6 +95,8 @@ pub(super) struct LinkTask {
     muc_tasks: HashMap<String, muc::MucTask>,
     /// The last sequence number given to a chat-room message.
     room_seq: u64,
+    /// The URL this stream was opened on.
+    url: String,
 }
 
 type Flow = Result<(), String>;
@@ -108,6 +110,7 @@ impl LinkTask {
         config: XmppConfig,
         shared: Arc<Mutex<Shared>>,
         resumed_h: Option<u32>,
+        url: String,
     ) -> Self {
         LinkTask {
             ws,
@@ -130,6 +133,7 @@ impl LinkTask {
             rooms: HashSet::new(),
             muc_tasks: HashMap::new(),
             room_seq: 0,
+            url,
         }
     }
 
@@ -448,7 +452,14 @@ impl LinkTask {
                 Ok(())
             }
             ("error", NS_STREAMS) => Err(format!("stream error: {} {}", error_condition(&e), error_text(&e))),
-            ("close", NS_FRAMING) => Err("the server closed the stream".into()),
+            ("close", NS_FRAMING) => match e.get_attr("see-other-uri") {
+                Some(to) if super::redirect_allowed(&self.url, to) => {
+                    self.shared.lock().expect("not poisoned").redirect = Some(to.to_owned());
+                    Err(format!("the server sends us to {to}"))
+                }
+                Some(to) => Err(format!("the server closed the stream; ignoring its redirect to {to}")),
+                None => Err("the server closed the stream".into()),
+            },
             (name, ns) => {
                 tracing::debug!(name, ns, "ignoring an unknown element");
                 Ok(())

@@ -1,0 +1,313 @@
+//! Bad input from an XMPP server: a scripted fake server (a real WebSocket listener on loopback)
+//! completes the handshake, then misbehaves: malformed XML, unknown elements and requests, a
+//! stream error, a frame cut off mid-stanza, invalid UTF-8, an oversized frame, a redirect.
+//! Each case must end in a clear error or be ignored safely, never a panic, and a message
+//! written before the fault must reach the next stream: nothing is lost.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{PASSWORD, WAIT, eventually};
+use futures_util::{SinkExt, StreamExt};
+use missive::transport::xmpp::{XmppConfig, XmppTransport};
+use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Error, HeartbeatConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+type Ws = WebSocketStream<TcpStream>;
+
+const OPEN: &str = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' from='localhost' id='s1' version='1.0'/>";
+const PRE_AUTH: &str = "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>";
+const POST_AUTH: &str = "<stream:features xmlns:stream='http://etherx.jabber.org/streams'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>";
+
+/// What the fake does once a stream is up (after the first sync answer).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// Behaves: answers pings and MAM queries, records messages.
+    None,
+    MalformedXml,
+    UnknownThings,
+    StreamErrorConflict,
+    CutMidFrame,
+    InvalidUtf8,
+    Oversized,
+    /// During the handshake: a broken `<open>`.
+    MalformedHandshake,
+    /// During the handshake: `<close see-other-uri>` to the given port.
+    Redirect(u16),
+}
+
+#[derive(Default)]
+struct Seen {
+    connections: usize,
+    /// (connection number, frame) for every frame the client sent.
+    frames: Vec<(usize, String)>,
+}
+
+struct Fake {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Fake {
+    /// Connection `i` gets `faults[i]` (the last one repeats).
+    async fn start(faults: Vec<Fault>) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let shared = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let n = {
+                    let mut s = shared.lock().unwrap();
+                    s.connections += 1;
+                    s.connections
+                };
+                let fault = faults[(n - 1).min(faults.len() - 1)];
+                let seen = shared.clone();
+                tokio::spawn(async move {
+                    let callback = |_req: &Request, mut resp: Response| {
+                        resp.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("xmpp"));
+                        Ok(resp)
+                    };
+                    if let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await {
+                        let _ = serve(ws, n, fault, seen).await;
+                    }
+                });
+            }
+        });
+        Fake { addr, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/xmpp-websocket", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.seen.lock().unwrap().connections
+    }
+
+    fn frames_on(&self, connection: usize) -> Vec<String> {
+        self.seen.lock().unwrap().frames.iter().filter(|(n, _)| *n == connection).map(|(_, f)| f.clone()).collect()
+    }
+
+    fn all_frames(&self) -> Vec<String> {
+        self.seen.lock().unwrap().frames.iter().map(|(_, f)| f.clone()).collect()
+    }
+}
+
+async fn recv(ws: &mut Ws, n: usize, seen: &Arc<Mutex<Seen>>) -> Option<String> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(t)) => {
+                seen.lock().unwrap().frames.push((n, t.to_string()));
+                return Some(t.to_string());
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, xml: &str) -> Option<()> {
+    ws.send(Message::Text(xml.to_owned().into())).await.ok()
+}
+
+/// The `id='...'` of a frame.
+fn id_of(frame: &str) -> String {
+    let start = frame.find(" id='").map(|i| i + 5).unwrap_or(0);
+    frame[start..].split('\'').next().unwrap_or("").to_owned()
+}
+
+async fn serve(mut ws: Ws, n: usize, fault: Fault, seen: Arc<Mutex<Seen>>) -> Option<()> {
+    recv(&mut ws, n, &seen).await?; // <open>
+    match fault {
+        Fault::MalformedHandshake => {
+            send(&mut ws, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' from='localhost'").await?;
+            return recv(&mut ws, n, &seen).await.map(|_| ());
+        }
+        Fault::Redirect(port) => {
+            let close =
+                format!("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing' see-other-uri='ws://127.0.0.1:{port}/xmpp-websocket'/>");
+            send(&mut ws, &close).await?;
+            return recv(&mut ws, n, &seen).await.map(|_| ());
+        }
+        _ => {}
+    }
+    send(&mut ws, OPEN).await?;
+    send(&mut ws, PRE_AUTH).await?;
+    let auth = recv(&mut ws, n, &seen).await?;
+    assert!(auth.contains("mechanism='PLAIN'"), "{auth}");
+    send(&mut ws, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>").await?;
+    recv(&mut ws, n, &seen).await?; // <open> again
+    send(&mut ws, OPEN).await?;
+    send(&mut ws, POST_AUTH).await?;
+    loop {
+        let frame = recv(&mut ws, n, &seen).await?;
+        if frame.starts_with("<resume") {
+            send(&mut ws, "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>").await?;
+        } else if frame.contains("id='bind'") {
+            send(&mut ws, "<iq type='result' id='bind' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@localhost/phone</jid></bind></iq>").await?;
+        } else if frame.starts_with("<enable") {
+            send(&mut ws, "<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>").await?;
+        } else if frame.contains("id='carbons'") {
+            send(&mut ws, "<iq type='result' id='carbons' xmlns='jabber:client'/>").await?;
+            break;
+        }
+    }
+    let mut faulted = false;
+    loop {
+        let frame = recv(&mut ws, n, &seen).await?;
+        if frame.starts_with("<iq") && frame.contains("urn:xmpp:mam:2") {
+            let id = id_of(&frame);
+            send(&mut ws, &format!("<iq type='result' id='{id}' xmlns='jabber:client'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>"))
+                .await?;
+        } else if frame.starts_with("<iq") && frame.contains("urn:xmpp:ping") {
+            let id = id_of(&frame);
+            send(&mut ws, &format!("<iq type='result' id='{id}' xmlns='jabber:client'/>")).await?;
+        } else if frame.starts_with("<r ") {
+            send(&mut ws, "<a xmlns='urn:xmpp:sm:3' h='0'/>").await?;
+        }
+        // Misbehave once the client has sent a message (so something is at stake).
+        if faulted || !frame.starts_with("<message") || !frame.contains("<body>") {
+            continue;
+        }
+        faulted = true;
+        match fault {
+            Fault::None | Fault::MalformedHandshake | Fault::Redirect(_) => {}
+            Fault::MalformedXml => send(&mut ws, "<message xmlns='jabber:client'><body>unclosed</message>").await?,
+            Fault::UnknownThings => {
+                send(&mut ws, "<foo xmlns='urn:example:unknown'><bar/></foo>").await?;
+                send(&mut ws, "<message xmlns='jabber:client' from='bob@localhost/x' type='chat'><thing xmlns='urn:example:y'/></message>")
+                    .await?;
+                send(&mut ws, "<message xmlns='jabber:client' from='bob@localhost/x' type='error' id='zz'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>").await?;
+                send(&mut ws, "<iq xmlns='jabber:client' type='get' id='q1' from='localhost'><query xmlns='jabber:iq:version'/></iq>")
+                    .await?;
+                send(&mut ws, "<iq xmlns='jabber:client' type='result' id='never-asked'/>").await?;
+                send(&mut ws, "<presence xmlns='jabber:client' from='bob@localhost/x' type='probe-of-the-future'/>").await?;
+            }
+            Fault::StreamErrorConflict => {
+                send(&mut ws, "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced by new connection</text></stream:error>").await?;
+                send(&mut ws, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>").await?;
+            }
+            Fault::CutMidFrame => {
+                // A text frame announcing 100 bytes, 40 of them sent, then the socket closes.
+                let tcp = ws.get_mut();
+                let mut raw = vec![0x81u8, 100];
+                raw.extend_from_slice(&b"<message xmlns='jabber:client'><body>cut".repeat(1)[..40]);
+                tcp.write_all(&raw).await.ok()?;
+                tcp.shutdown().await.ok()?;
+                return None;
+            }
+            Fault::InvalidUtf8 => {
+                let tcp = ws.get_mut();
+                let payload = b"<message xmlns='jabber:client'><body>\xff\xfe</body></message>";
+                let mut raw = vec![0x81u8, payload.len() as u8];
+                raw.extend_from_slice(payload);
+                tcp.write_all(&raw).await.ok()?;
+            }
+            Fault::Oversized => {
+                let body = "x".repeat(300 * 1024);
+                send(&mut ws, &format!("<message xmlns='jabber:client'><body>{body}</body></message>")).await?;
+            }
+        }
+    }
+}
+
+fn client_config(url: &str) -> ClientConfig {
+    ClientConfig::with_transport(Arc::new(XmppTransport::new(XmppConfig::new(url, "localhost"))))
+        .backoff(BackoffConfig { base: Duration::from_millis(20), cap: Duration::from_millis(200), reset_after: Duration::from_secs(60) })
+        .heartbeat(HeartbeatConfig { interval: Duration::from_millis(500), timeout: Duration::from_secs(3) })
+        .device_id("phone")
+}
+
+/// Logs in, writes a message, and checks that after the fault the client is on a new stream
+/// and the message went out again on it.
+async fn survives(fault: Fault) -> Fake {
+    let fake = Fake::start(vec![fault, Fault::None]).await;
+    let client = Client::open(client_config(&fake.url())).await.unwrap();
+    client.login("alice", PASSWORD).await.unwrap();
+    let dm = client.create_direct("bob").await.unwrap();
+    let sent = client.send_text(&dm.id, "keep me").await.unwrap();
+    eventually(&format!("a second stream after {fault:?}"), || async { fake.connections() >= 2 }).await;
+    client.wait_for_state(|s| *s == ConnectionState::Connected).await;
+    eventually("the message again on the new stream", || async {
+        fake.frames_on(2).iter().any(|f| f.contains(&sent.client_id) && f.contains("keep me"))
+    })
+    .await;
+    fake
+}
+
+#[tokio::test]
+async fn malformed_xml_on_a_live_stream_drops_the_link_and_loses_nothing() {
+    survives(Fault::MalformedXml).await;
+}
+
+#[tokio::test]
+async fn a_stream_error_drops_the_link_and_loses_nothing() {
+    survives(Fault::StreamErrorConflict).await;
+}
+
+#[tokio::test]
+async fn a_frame_cut_off_mid_stanza_drops_the_link_and_loses_nothing() {
+    survives(Fault::CutMidFrame).await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_drops_the_link_and_loses_nothing() {
+    survives(Fault::InvalidUtf8).await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_drops_the_link_and_loses_nothing() {
+    survives(Fault::Oversized).await;
+}
+
+#[tokio::test]
+async fn unknown_elements_and_requests_are_ignored_or_refused_politely() {
+    let fake = Fake::start(vec![Fault::UnknownThings]).await;
+    let client = Client::open(client_config(&fake.url())).await.unwrap();
+    client.login("alice", PASSWORD).await.unwrap();
+    let dm = client.create_direct("bob").await.unwrap();
+    client.send_text(&dm.id, "hello").await.unwrap();
+    // RFC 6120: an unknown request gets an error answer, not silence.
+    eventually("the error answer to an unknown iq", || async {
+        fake.all_frames()
+            .iter()
+            .any(|f| f.starts_with("<iq") && f.contains("id='q1'") && f.contains("type='error'") && f.contains("service-unavailable"))
+    })
+    .await;
+    // The stream stays up: still one connection after more traffic.
+    client.send_text(&dm.id, "still here").await.unwrap();
+    eventually("the second message", || async { fake.all_frames().iter().any(|f| f.contains("still here")) }).await;
+    assert_eq!(fake.connections(), 1);
+    assert_eq!(client.connection_state(), ConnectionState::Connected);
+}
+
+#[tokio::test]
+async fn malformed_xml_in_the_handshake_is_a_clear_error() {
+    let fake = Fake::start(vec![Fault::MalformedHandshake]).await;
+    let client = Client::open(client_config(&fake.url())).await.unwrap();
+    let err = client.login("alice", PASSWORD).await.unwrap_err();
+    assert!(matches!(&err, Error::Transport(m) if m.contains("malformed XML")), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_redirect_is_followed_to_a_real_server() {
+    let prosody = missive_testkit::xmpp::Prosody::start();
+    let port = prosody.addr().port();
+    let fake = Fake::start(vec![Fault::Redirect(port)]).await;
+    let client = Client::open(client_config(&fake.url())).await.unwrap();
+    client.register("alice", PASSWORD).await.expect("registered on the server we were sent to");
+    assert_eq!(client.username().await.unwrap().as_deref(), Some("alice@localhost"));
+    assert_eq!(fake.connections(), 1);
+    assert!(client.wait_caught_up(WAIT).await);
+}
