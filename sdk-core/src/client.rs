@@ -27,6 +27,8 @@ struct Inner {
     state: watch::Receiver<ConnectionState>,
     caught_up: watch::Receiver<bool>,
     device: String,
+    /// Whether the transport numbers each conversation 1, 2, 3, ... (see `Transport`).
+    dense_sequences: bool,
 }
 
 impl Drop for Inner {
@@ -67,9 +69,10 @@ impl Client {
         let (state_tx, state) = watch::channel(initial);
         let (caught_up_tx, caught_up) = watch::channel(false);
         let device = config.device_id.clone();
+        let dense_sequences = config.transport.dense_sequences();
         let engine = Engine::new(config, store.clone(), boot, rx, events.clone(), state_tx, caught_up_tx);
         tokio::spawn(engine.run());
-        Ok(Client { inner: Arc::new(Inner { commands, store, events, state, caught_up, device }) })
+        Ok(Client { inner: Arc::new(Inner { commands, store, events, state, caught_up, device, dense_sequences }) })
     }
 
     async fn command(&self, command: Command) -> Result<()> {
@@ -379,13 +382,26 @@ impl Client {
                 .await
         };
         let (mut page, last_seq) = load(self.inner.store.clone(), id.clone()).await?;
-        if !complete(&page, before_seq, last_seq, limit) {
+        let before_id = match before_seq {
+            Some(seq) => {
+                let id = id.clone();
+                self.inner.store.call(move |c| messages::server_id_at(c, &id, seq)).await?
+            }
+            None => None,
+        };
+        let dense = self.inner.dense_sequences;
+        // With sparse sequence numbers, a full page from the cache is trusted, a short one is
+        // completed from the server, which also tells whether anything older exists.
+        let mut server_has_more = false;
+        let complete = if dense { complete(&page, before_seq, last_seq, limit) } else { page.len() >= limit as usize };
+        if !complete {
             let request_id = id.clone();
             let fetched = self
-                .remote(|reply| Request::History { conversation: request_id, before_seq, limit, reply })
+                .remote(|reply| Request::History { conversation: request_id, before_seq, before_id, limit, reply })
                 .await;
             match fetched {
                 Ok(history) => {
+                    server_has_more = history.has_more;
                     let me = self.me().await?;
                     self.inner
                         .store
@@ -403,7 +419,8 @@ impl Client {
             }
         }
         let lowest = page.iter().filter_map(|m| m.seq).min();
-        Ok(MessagePage { has_more: lowest.is_some_and(|s| s > 1), next_before_seq: lowest, messages: page })
+        let has_more = if dense { lowest.is_some_and(|s| s > 1) } else { lowest.is_some() && (page.len() >= limit as usize || server_has_more) };
+        Ok(MessagePage { has_more, next_before_seq: lowest, messages: page })
     }
 
     /// Tells the members that this user is (or stopped) typing.

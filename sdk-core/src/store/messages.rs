@@ -237,6 +237,15 @@ pub fn reference_at(conn: &Connection, conversation: &str, seq: u64) -> Result<O
         .optional()?)
 }
 
+/// The server id of the message at `seq` in a conversation, if the cache has it.
+pub fn server_id_at(conn: &Connection, conversation: &str, seq: u64) -> Result<Option<String>> {
+    let id: Option<Option<String>> = conn
+        .prepare_cached("SELECT server_id FROM messages WHERE conversation_id = ?1 AND seq = ?2 LIMIT 1")?
+        .query_row(params![conversation, seq as i64], |r| r.get(0))
+        .optional()?;
+    Ok(id.flatten())
+}
+
 /// Incoming messages in (`from`, `to`] become Read.
 pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, from: u64, to: u64) -> Result<()> {
     conn.prepare_cached("UPDATE messages SET state = 4 WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND outgoing = 0 AND state = 3")?

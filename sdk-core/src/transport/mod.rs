@@ -140,7 +140,9 @@ pub enum Request {
     CreateRoom { title: String, reply: Reply<RemoteConversation> },
     JoinRoom { conversation: ConversationId, reply: Reply<RemoteConversation> },
     LeaveRoom { conversation: ConversationId, reply: Reply<()> },
-    History { conversation: ConversationId, before_seq: Option<u64>, limit: u32, reply: Reply<HistoryPage> },
+    /// Messages before `before_seq`, newest first; `before_id` is the server id of the message
+    /// at `before_seq` when the cache has it (XMPP pages by archive id, not by number).
+    History { conversation: ConversationId, before_seq: Option<u64>, before_id: Option<String>, limit: u32, reply: Reply<HistoryPage> },
     MarkRead { conversation: ConversationId, seq: u64, message: Option<MessageRef>, reply: Reply<()> },
     Logout { reply: Reply<()> },
 }
@@ -203,4 +205,11 @@ pub struct Link {
 pub trait Transport: Send + Sync + 'static {
     /// Connects and authenticates.
     fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>>;
+
+    /// Whether each conversation's messages are numbered 1, 2, 3, ... without gaps (the native
+    /// server), so the cache can tell from the numbers alone that a page of history is
+    /// complete. Transports with sparse numbers (XMPP archive times) say `false`.
+    fn dense_sequences(&self) -> bool {
+        true
+    }
 }

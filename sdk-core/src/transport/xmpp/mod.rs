@@ -54,13 +54,17 @@ pub struct XmppConfig {
     pub domain: String,
     /// The MUC service for groups, e.g. `conference.example.com`.
     pub muc_domain: String,
+    /// How many of the newest entries of an archive a device reads the first time (its own
+    /// archive at first login, a group's when invited); older messages come as history when
+    /// the app pages back. 0 reads whole archives.
+    pub initial_sync_limit: u32,
 }
 
 impl XmppConfig {
     /// The usual layout: `domain` and `conference.<domain>`.
     pub fn new(url: impl Into<String>, domain: impl Into<String>) -> Self {
         let domain = domain.into();
-        XmppConfig { url: url.into(), muc_domain: format!("conference.{domain}"), domain }
+        XmppConfig { url: url.into(), muc_domain: format!("conference.{domain}"), domain, initial_sync_limit: 500 }
     }
 }
 
@@ -138,6 +142,10 @@ impl XmppTransport {
 }
 
 impl Transport for XmppTransport {
+    fn dense_sequences(&self) -> bool {
+        false
+    }
+
     fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>> {
         let this = self.clone();
         Box::pin(async move {

@@ -143,9 +143,17 @@ pub fn mam_query(id: &str, query_id: &str, archive: Option<&str>, after: Option<
     iq("set", id, archive, Element::new("query", NS_MAM).attr("queryid", query_id).child(set))
 }
 
-/// A XEP-0313 query for the newest `max` entries, with `with` (a 1:1 peer) and archived at or
-/// before `end` (an XEP-0082 time) when given.
-pub fn mam_query_newest(id: &str, query_id: &str, archive: Option<&str>, with: Option<&str>, end: Option<&str>, max: u32) -> Element {
+/// A XEP-0313 query for the newest `max` entries, with `with` (a 1:1 peer), archived at or
+/// before `end` (an XEP-0082 time), and before the archive id `before`, each when given.
+pub fn mam_query_newest(
+    id: &str,
+    query_id: &str,
+    archive: Option<&str>,
+    with: Option<&str>,
+    end: Option<&str>,
+    before: Option<&str>,
+    max: u32,
+) -> Element {
     const DATA: &str = "jabber:x:data";
     let field = |var: &str, value: &str| Element::new("field", DATA).attr("var", var).child(Element::new("value", DATA).text(value));
     let mut form = Element::new("x", DATA).attr("type", "submit").child(field("FORM_TYPE", NS_MAM).attr("type", "hidden"));
@@ -155,7 +163,11 @@ pub fn mam_query_newest(id: &str, query_id: &str, archive: Option<&str>, with: O
     if let Some(end) = end {
         form = form.child(field("end", end));
     }
-    let set = Element::new("set", NS_RSM).child(Element::new("max", NS_RSM).text(max.to_string())).child(Element::new("before", NS_RSM));
+    let before = match before {
+        Some(id) => Element::new("before", NS_RSM).text(id),
+        None => Element::new("before", NS_RSM),
+    };
+    let set = Element::new("set", NS_RSM).child(Element::new("max", NS_RSM).text(max.to_string())).child(before);
     iq("set", id, archive, Element::new("query", NS_MAM).attr("queryid", query_id).child(form).child(set))
 }
 

@@ -42,6 +42,8 @@ enum PendingIq {
     Query,
     History {
         conversation: String,
+        /// Sequence numbers given out must stay below this (the page's upper bound).
+        below: u64,
         reply: Reply<HistoryPage>,
     },
     Ping,
@@ -54,6 +56,8 @@ struct Query {
     archive: String,
     /// For sync pages; live reads answer with `Incoming::Live`.
     sync: bool,
+    /// The newest entries of an archive never read before (then it is read forward from them).
+    tail: bool,
     results: Vec<Element>,
 }
 
@@ -328,15 +332,19 @@ impl LinkTask {
             Request::ListConversations { reply } => {
                 let _ = reply.send(Ok(Vec::new()));
             }
-            Request::History { conversation, before_seq, limit, reply } => {
+            Request::History { conversation, before_seq, before_id, limit, reply } => {
                 let id = self.new_id("hist");
                 let query_id = id.clone();
                 let room = self.is_room(&conversation);
                 let (archive, with) = if room { (Some(conversation.as_str()), None) } else { (None, Some(conversation.as_str())) };
-                let end = before_seq.map(|s| format_stamp(s.saturating_sub(1)));
-                let stanza = mam_query_newest(&id, &query_id, archive, with, end.as_deref(), limit.clamp(1, PAGE));
-                self.queries.insert(query_id, Query { archive: conversation.clone(), sync: false, results: Vec::new() });
-                self.iqs.insert(id, PendingIq::History { conversation, reply });
+                // Page by archive id when the cache knows the message; by time otherwise.
+                let end = match (&before_id, before_seq) {
+                    (None, Some(s)) => Some(format_stamp(s.saturating_sub(1))),
+                    _ => None,
+                };
+                let stanza = mam_query_newest(&id, &query_id, archive, with, end.as_deref(), before_id.as_deref(), limit.clamp(1, PAGE));
+                self.queries.insert(query_id, Query { archive: conversation.clone(), sync: false, tail: false, results: Vec::new() });
+                self.iqs.insert(id, PendingIq::History { conversation, below: before_seq.unwrap_or(u64::MAX), reply });
                 self.send(&stanza).await?;
             }
             Request::MarkRead { conversation, message: reference, reply, .. } => {
@@ -425,9 +433,13 @@ impl LinkTask {
         let id = self.new_id("mam");
         let after = self.cursor.archives.get(&archive).and_then(|p| p.after.clone());
         let to = (!archive.is_empty()).then_some(archive.as_str());
-        let stanza = mam_query(&id, &id, to, after.as_deref(), PAGE);
+        // An archive never read: only its newest entries; older ones come as history on demand.
+        let limit = self.config.initial_sync_limit;
+        let tail = after.is_none() && limit > 0;
+        let stanza =
+            if tail { mam_query_newest(&id, &id, to, None, None, None, limit) } else { mam_query(&id, &id, to, after.as_deref(), PAGE) };
         self.reading.insert(archive.clone());
-        self.queries.insert(id.clone(), Query { archive, sync, results: Vec::new() });
+        self.queries.insert(id.clone(), Query { archive, sync, tail, results: Vec::new() });
         self.iqs.insert(id, PendingIq::Query);
         self.send(&stanza).await
     }
@@ -580,7 +592,7 @@ impl LinkTask {
             PendingIq::Ping => self.emit(Incoming::Pong).await,
             PendingIq::Muc(room) => self.on_muc_iq(&room, &e).await,
             PendingIq::Query => self.on_query_done(&id, &e).await,
-            PendingIq::History { conversation, reply } => {
+            PendingIq::History { conversation, below, reply } => {
                 let q = self.queries.remove(&id);
                 if kind != "result" {
                     let condition = e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
@@ -609,7 +621,14 @@ impl LinkTask {
                         }
                     }
                 }
+                // Newest first, each below the one after it: archive stamps may repeat (Prosody
+                // 0.12 stamps whole seconds), positions in the archive do not.
                 messages.reverse();
+                let mut bound = below;
+                for m in &mut messages {
+                    m.seq = m.seq.min(bound.saturating_sub(1));
+                    bound = m.seq;
+                }
                 let _ = reply.send(Ok(HistoryPage { messages, has_more: !complete }));
                 Ok(())
             }
@@ -646,7 +665,9 @@ impl LinkTask {
             self.emit(Incoming::SyncPage { events: vec![event], has_more: remaining }).await?;
             return if remaining { Ok(()) } else { self.go_live().await };
         }
-        let complete = fin_iq.get_child("fin", NS_MAM).and_then(|f| f.get_attr("complete")) == Some("true") || query.results.is_empty();
+        // The newest entries reach the end of the archive by definition.
+        let complete =
+            query.tail || fin_iq.get_child("fin", NS_MAM).and_then(|f| f.get_attr("complete")) == Some("true") || query.results.is_empty();
         let room = (!query.archive.is_empty()).then_some(query.archive.clone());
         let mut events = Vec::new();
         let mut invited = Vec::new();
