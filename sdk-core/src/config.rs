@@ -8,6 +8,7 @@ use crate::engine::backoff::BackoffConfig;
 use crate::store::StoreLocation;
 use crate::transport::Transport;
 use crate::transport::native::NativeTransport;
+use crate::transport::xmpp::{XmppConfig, XmppTransport};
 
 /// How the client detects a dead link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,16 @@ impl ClientConfig {
     /// store and default settings.
     pub fn native(url: impl Into<String>) -> Self {
         Self::with_transport(Arc::new(NativeTransport::new(url)))
+    }
+
+    /// The XMPP transport to a standard XMPP server's WebSocket endpoint (RFC 7395) serving
+    /// `domain`, with groups on `conference.<domain>`; see [`XmppConfig`] for more settings.
+    ///
+    /// ```
+    /// let config = missive::ClientConfig::xmpp("wss://chat.example.com/xmpp-websocket", "example.com");
+    /// ```
+    pub fn xmpp(url: impl Into<String>, domain: impl Into<String>) -> Self {
+        Self::with_transport(Arc::new(XmppTransport::new(XmppConfig::new(url, domain))))
     }
 
     pub fn with_transport(transport: Arc<dyn Transport>) -> Self {

@@ -260,6 +260,13 @@ async fn groups_through_muc_with_an_offline_member_and_a_removal() {
     assert_eq!(c.unread_count, 2);
     assert_eq!(all_texts(&carol, &group.id).await, vec!["one", "two"]);
     assert_eq!(carol.message(&b.id).await.unwrap().unwrap().sender, jid("bob"));
+    // Alice's own archive holds the invitations she sent: they are not groups of hers.
+    let dm = alice.create_direct("bob").await.unwrap();
+    alice.send_text(&dm.id, "see you on the trip").await.unwrap();
+    assert!(alice.flush(WAIT).await.unwrap());
+    let mut ids: Vec<String> = alice.conversations().await.unwrap().into_iter().map(|c| c.id).collect();
+    ids.sort();
+    assert_eq!(ids, [jid("bob"), group.id.clone()]);
     carol.mark_read(&group.id).await.unwrap();
     assert_eq!(carol.conversation(&group.id).await.unwrap().unwrap().unread_count, 0);
     // Dave was offline throughout: his next sync finds the invitation, then the group's archive.

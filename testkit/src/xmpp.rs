@@ -151,6 +151,19 @@ Component "{MUC_DOMAIN}" "muc"
     /// Stops it gracefully (SIGTERM: it closes every stream) and starts it again on the same
     /// data and port: sessions are lost, archives and accounts are kept.
     pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Starts it again after [`Prosody::stop`] or [`Prosody::kill`], on the same data and port.
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.launch();
+        }
+    }
+
+    /// Stops it gracefully (SIGTERM: it closes every stream) and waits for it to be gone.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -160,7 +173,6 @@ Component "{MUC_DOMAIN}" "muc"
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.launch();
     }
 
     /// Kills it with SIGKILL and starts it again on the same data and port.

@@ -51,9 +51,14 @@ struct Args {
     /// Local store for messages, unsent messages and the session [default: ./USER.missive.db]
     #[arg(long)]
     store: Option<PathBuf>,
-    /// Device id reported to the server.
+    /// Device id reported to the server (the XMPP resource with --xmpp).
     #[arg(long, default_value = "missive-cli")]
     device: String,
+    /// Speak XMPP to a standard XMPP server (Prosody, ejabberd) serving this domain, instead of
+    /// the Missive protocol; --server is then its WebSocket endpoint, e.g.
+    /// --server ws://127.0.0.1:5280/xmpp-websocket --xmpp localhost
+    #[arg(long, value_name = "DOMAIN")]
+    xmpp: Option<String>,
 }
 
 #[tokio::main]
@@ -72,7 +77,11 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), String> {
     let store = args.store.clone().unwrap_or_else(|| PathBuf::from(format!("{}.missive.db", args.user)));
-    let config = ClientConfig::native(args.server.as_str()).store_path(&store).device_id(args.device.as_str());
+    let config = match &args.xmpp {
+        Some(domain) => ClientConfig::xmpp(args.server.as_str(), domain.as_str()),
+        None => ClientConfig::native(args.server.as_str()),
+    };
+    let config = config.store_path(&store).device_id(args.device.as_str());
     let client = Client::open(config).await.map_err(|e| error_line(&e))?;
     let mut events = client.subscribe(); // from the start, so that it sees the first sync end
     if let Err(message) = sign_in(&client, &args, &store).await {

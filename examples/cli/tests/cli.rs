@@ -132,7 +132,34 @@ async fn help_documents_the_options() {
     let out = cli(&["--help"], None, "").await;
     assert!(out.status.success(), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for option in ["--server", "--user", "--password", "MISSIVE_PASSWORD", "--register", "--store", "--device"] {
+    for option in ["--server", "--user", "--password", "MISSIVE_PASSWORD", "--register", "--store", "--device", "--xmpp"] {
         assert!(stdout.contains(option), "{option} missing from --help:\n{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_xmpp_the_cli_talks_to_a_real_prosody() {
+    let prosody = missive_testkit::xmpp::Prosody::start();
+    let url = prosody.url();
+    let dir = tempfile::tempdir().unwrap();
+    let bob = Client::open(ClientConfig::xmpp(url.as_str(), "localhost").store_path(dir.path().join("bob.db"))).await.unwrap();
+    bob.register("bob", "bob-password").await.expect("bob registers on Prosody");
+    let mut events = bob.subscribe();
+    let store = dir.path().join("alice.db");
+    let args = ["--server", url.as_str(), "--xmpp", "localhost", "--user", "alice", "--store", store.to_str().unwrap(), "--register"];
+    let out = cli(&args, Some("alice-password"), "/dm bob\nhello over xmpp\n/quit\n").await;
+    assert!(out.status.success(), "{}", show(&out));
+    let received = timeout(BOUND, async {
+        loop {
+            match events.next().await.expect("bob's client is running") {
+                Event::MessageAdded(m) if !m.outgoing => break m,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("bob receives a message");
+    assert_eq!(received.sender, "alice@localhost");
+    assert_eq!(received.body, Body::Text("hello over xmpp".into()));
+    bob.shutdown().await;
 }

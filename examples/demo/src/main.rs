@@ -3,6 +3,11 @@
 //! server restart with visible reconnects and backoff, and read receipts. It prints a transcript
 //! with message states and timings, then checks every message in every recipient's store and
 //! ends with one summary line: sent, delivered, lost, duplicated.
+//!
+//! `-- --xmpp` plays the same script over the XMPP transport against a throwaway Prosody on
+//! loopback (Debian's `prosody` must be installed); `-- --xmpp <ws-url> --domain <domain>` against
+//! an existing XMPP server with open registration (names get a random suffix; the outage scene
+//! is skipped, the server not being ours to stop).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,9 +15,110 @@ use std::time::{Duration, Instant};
 
 use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Event, EventStream, MessageState};
 use missive_server::{Server, ServerConfig, ServerHandle};
+use missive_testkit::xmpp::Prosody;
 
 const PASSWORD: &str = "demo-password-1";
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Where the demo's server is and how to reach it.
+enum Backend {
+    Native {
+        server: Option<ServerHandle>,
+        dir: std::path::PathBuf,
+        port: u16,
+    },
+    /// A throwaway Prosody (`prosody` is `Some`) or an existing XMPP server.
+    Xmpp {
+        prosody: Option<Prosody>,
+        url: String,
+        domain: String,
+        suffix: String,
+    },
+}
+
+impl Backend {
+    async fn from_args(dir: &Path) -> Backend {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.first().map(String::as_str) {
+            None => {
+                let server_dir = dir.join("server");
+                let server = start_server(&server_dir, 0).await;
+                let port = server.local_addr().port();
+                Backend::Native { server: Some(server), dir: server_dir, port }
+            }
+            Some("--xmpp") => match (args.get(1), args.get(2).map(String::as_str), args.get(3)) {
+                (None, _, _) => {
+                    if !Path::new("/usr/bin/prosody").exists() {
+                        eprintln!("--xmpp needs Prosody: `apt-get install prosody` (or `cargo xtask test`, which installs it)");
+                        std::process::exit(2);
+                    }
+                    let prosody = Prosody::start();
+                    let url = prosody.url();
+                    Backend::Xmpp { prosody: Some(prosody), url, domain: "localhost".into(), suffix: String::new() }
+                }
+                (Some(url), Some("--domain"), Some(domain)) => {
+                    let suffix = format!("-{:04x}", std::process::id() % 0x10000);
+                    Backend::Xmpp { prosody: None, url: url.clone(), domain: domain.clone(), suffix }
+                }
+                _ => usage(),
+            },
+            Some(_) => usage(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::Native { port, .. } => format!("reference server on ws://127.0.0.1:{port}"),
+            Backend::Xmpp { prosody: Some(_), url, .. } => format!("XMPP transport, throwaway Prosody at {url}"),
+            Backend::Xmpp { url, domain, .. } => format!("XMPP transport, {domain} at {url}"),
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        match self {
+            Backend::Native { port, .. } => ClientConfig::native(format!("ws://127.0.0.1:{port}")),
+            Backend::Xmpp { url, domain, .. } => ClientConfig::xmpp(url.as_str(), domain.as_str()),
+        }
+    }
+
+    /// The account name of a demo person.
+    fn account(&self, name: &str) -> String {
+        match self {
+            Backend::Native { .. } => name.to_owned(),
+            Backend::Xmpp { suffix, .. } => format!("{name}{suffix}"),
+        }
+    }
+
+    /// Stops the server, if it is ours; returns whether it did.
+    async fn stop(&mut self) -> bool {
+        match self {
+            Backend::Native { server, .. } => {
+                if let Some(s) = server.take() {
+                    s.shutdown().await;
+                }
+                true
+            }
+            Backend::Xmpp { prosody: Some(p), .. } => {
+                p.stop();
+                true
+            }
+            Backend::Xmpp { .. } => false,
+        }
+    }
+
+    async fn start_again(&mut self) {
+        match self {
+            Backend::Native { server, dir, port } => *server = Some(start_server(dir, *port).await),
+            Backend::Xmpp { prosody: Some(p), .. } => p.start_again(),
+            Backend::Xmpp { .. } => {}
+        }
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: missive-demo [--xmpp [<ws-url> --domain <domain>]]");
+    std::process::exit(2)
+}
 
 struct Person {
     name: &'static str,
@@ -20,7 +126,7 @@ struct Person {
     events: EventStream,
 }
 
-/// What the demo sent, to check at the end: (sender, conversation, message id, recipients).
+/// What the demo sent, to check at the end: (sender, text, message id, recipients).
 struct Ledger {
     sent: Vec<(String, String, String, Vec<&'static str>)>,
 }
@@ -34,13 +140,14 @@ async fn start_server(dir: &Path, port: u16) -> ServerHandle {
     Server::bind(config).await.expect("the reference server starts")
 }
 
-async fn person(name: &'static str, url: &str, dir: &Path) -> Person {
-    let config = ClientConfig::native(url)
-        .store_path(dir.join(format!("{name}.db")))
-        .device_id("demo")
-        .backoff(BackoffConfig { base: Duration::from_millis(200), cap: Duration::from_secs(2), reset_after: Duration::from_secs(60) });
+async fn person(name: &'static str, backend: &Backend, dir: &Path) -> Person {
+    let config = backend.config().store_path(dir.join(format!("{name}.db"))).device_id("demo").backoff(BackoffConfig {
+        base: Duration::from_millis(200),
+        cap: Duration::from_secs(2),
+        reset_after: Duration::from_secs(60),
+    });
     let client = Client::open(config).await.expect("store opens");
-    client.register(name, PASSWORD).await.expect("register");
+    client.register(&backend.account(name), PASSWORD).await.expect("register");
     let events = client.subscribe();
     Person { name, client, events }
 }
@@ -75,7 +182,16 @@ fn rank(s: &MessageState) -> u8 {
 }
 
 /// Sends and follows the message to `until`, printing each state with its time since the send.
-async fn say(start: Instant, from: &mut Person, to: &str, conversation: &str, text: &str, until: MessageState, ledger: &mut Ledger, recipients: Vec<&'static str>) -> String {
+async fn say(
+    start: Instant,
+    from: &mut Person,
+    to: &str,
+    conversation: &str,
+    text: &str,
+    until: MessageState,
+    ledger: &mut Ledger,
+    recipients: Vec<&'static str>,
+) -> String {
     let t0 = Instant::now();
     let echo = from.client.send_text(conversation, text).await.expect("send");
     let mut trail = vec![format!("Pending {:.1} ms", t0.elapsed().as_secs_f64() * 1e3)];
@@ -90,7 +206,7 @@ async fn say(start: Instant, from: &mut Person, to: &str, conversation: &str, te
         }
     }
     println!("{} {:<6}-> {:<6} {:<34} {}", elapsed(start), from.name, to, format!("{text:?}"), trail.join(" → "));
-    ledger.sent.push((from.name.to_string(), conversation.to_string(), echo.id.clone(), recipients));
+    ledger.sent.push((from.name.to_string(), text.to_string(), echo.id.clone(), recipients));
     echo.id
 }
 
@@ -106,31 +222,37 @@ async fn hear(start: Instant, who: &mut Person, id: &str) {
 async fn main() {
     let start = Instant::now();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server_dir = dir.path().join("server");
-    let server = start_server(&server_dir, 0).await;
-    let port = server.local_addr().port();
-    let url = server.url();
-    println!("Missive demo: reference server on {url}, temporary storage in {}", dir.path().display());
-    let mut alice = person("alice", &url, dir.path()).await;
-    let mut bob = person("bob", &url, dir.path()).await;
-    let mut carol = person("carol", &url, dir.path()).await;
+    let mut backend = Backend::from_args(dir.path()).await;
+    println!("Missive demo: {}, temporary storage in {}", backend.describe(), dir.path().display());
+    let mut alice = person("alice", &backend, dir.path()).await;
+    let mut bob = person("bob", &backend, dir.path()).await;
+    let mut carol = person("carol", &backend, dir.path()).await;
     let mut ledger = Ledger { sent: vec![] };
     println!("{} alice, bob and carol registered and connected", elapsed(start));
 
     println!("\n== 1:1 chat");
-    let dm = alice.client.create_direct("bob").await.expect("dm").id;
+    // Each side names the chat by the other (the same id on the native server; the peer's JID
+    // over XMPP).
+    let dm = alice.client.create_direct(&backend.account("bob")).await.expect("dm").id;
+    let dm_bob = bob.client.create_direct(&backend.account("alice")).await.expect("dm").id;
     let id = say(start, &mut alice, "bob", &dm, "Hi Bob! Lunch today?", MessageState::Delivered, &mut ledger, vec!["bob"]).await;
     hear(start, &mut bob, &id).await;
-    let id = say(start, &mut bob, "alice", &dm, "Sure, 12:30 at the usual place", MessageState::Delivered, &mut ledger, vec!["alice"]).await;
+    let id =
+        say(start, &mut bob, "alice", &dm_bob, "Sure, 12:30 at the usual place", MessageState::Delivered, &mut ledger, vec!["alice"]).await;
     hear(start, &mut alice, &id).await;
 
     println!("\n== Group");
-    let group = alice.client.create_group("Weekend trip", &["bob", "carol"]).await.expect("group").id;
+    let members = [backend.account("bob"), backend.account("carol")];
+    let group = alice.client.create_group("Weekend trip", &[members[0].as_str(), members[1].as_str()]).await.expect("group").id;
     wait(&mut carol.events, "the group", |e| matches!(e, Event::ConversationChanged(c) if c.id == group)).await;
-    let id = say(start, &mut alice, "group", &group, "Who is in for the mountains?", MessageState::Delivered, &mut ledger, vec!["bob", "carol"]).await;
+    wait(&mut bob.events, "the group", |e| matches!(e, Event::ConversationChanged(c) if c.id == group)).await;
+    let id =
+        say(start, &mut alice, "group", &group, "Who is in for the mountains?", MessageState::Delivered, &mut ledger, vec!["bob", "carol"])
+            .await;
     hear(start, &mut carol, &id).await;
     hear(start, &mut bob, &id).await;
-    let id = say(start, &mut carol, "group", &group, "Me! I'll bring the tent", MessageState::Delivered, &mut ledger, vec!["alice", "bob"]).await;
+    let id = say(start, &mut carol, "group", &group, "Me! I'll bring the tent", MessageState::Delivered, &mut ledger, vec!["alice", "bob"])
+        .await;
     hear(start, &mut alice, &id).await;
 
     println!("\n== Typing");
@@ -147,7 +269,9 @@ async fn main() {
     println!("{} bob is offline", elapsed(start));
     let mut queued = vec![];
     for i in 1..=5 {
-        queued.push(say(start, &mut alice, "bob", &dm, &format!("While you were away #{i}"), MessageState::Sent, &mut ledger, vec!["bob"]).await);
+        queued.push(
+            say(start, &mut alice, "bob", &dm, &format!("While you were away #{i}"), MessageState::Sent, &mut ledger, vec!["bob"]).await,
+        );
     }
     bob.client.network_available().await.expect("hint");
     for id in &queued {
@@ -156,43 +280,62 @@ async fn main() {
     println!("{} bob is back and received exactly the {} queued messages", elapsed(start), queued.len());
 
     println!("\n== Server restart: the server stops while alice is sending");
-    server.shutdown().await;
-    println!("{} server stopped", elapsed(start));
-    let mut pending = vec![];
-    for i in 1..=3 {
-        let echo = alice.client.send_text(&dm, &format!("Sent during the outage #{i}")).await.expect("send commits locally");
-        println!("{} {:<6}-> {:<6} {:<34} {:?} (committed locally)", elapsed(start), "alice", "bob", format!("{:?}", echo.body.preview()), echo.state);
-        ledger.sent.push(("alice".into(), dm.clone(), echo.id.clone(), vec!["bob"]));
-        pending.push(echo.id);
-    }
-    let mut attempts = 0;
-    while attempts < 4 {
-        if let Event::ConnectionChanged(ConnectionState::Reconnecting { attempt, next_in }) =
-            wait(&mut alice.events, "reconnecting", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Reconnecting { .. }))).await
-        {
-            println!("{} alice: reconnecting, attempt {attempt}, next try in {} ms (exponential backoff, full jitter)", elapsed(start), next_in.as_millis());
-            attempts = attempt;
+    if backend.stop().await {
+        println!("{} server stopped", elapsed(start));
+        let mut pending = vec![];
+        for i in 1..=3 {
+            let text = format!("Sent during the outage #{i}");
+            let echo = alice.client.send_text(&dm, &text).await.expect("send commits locally");
+            println!(
+                "{} {:<6}-> {:<6} {:<34} {:?} (committed locally)",
+                elapsed(start),
+                "alice",
+                "bob",
+                format!("{:?}", echo.body.preview()),
+                echo.state
+            );
+            ledger.sent.push(("alice".into(), text, echo.id.clone(), vec!["bob"]));
+            pending.push(echo.id);
         }
-    }
-    let server = start_server(&server_dir, port).await;
-    println!("{} server restarted on the same port and data directory", elapsed(start));
-    wait(&mut alice.events, "connected", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Connected))).await;
-    println!("{} alice reconnected", elapsed(start));
-    let mut states: HashMap<String, MessageState> = HashMap::new();
-    while pending.iter().any(|id| states.get(id).is_none_or(|s| rank(s) < 2)) {
-        if let Event::MessageUpdated(m) = wait(&mut alice.events, "the outage messages to be sent", |e| matches!(e, Event::MessageUpdated(_))).await {
-            states.insert(m.id.clone(), m.state);
+        let mut attempts = 0;
+        while attempts < 4 {
+            if let Event::ConnectionChanged(ConnectionState::Reconnecting { attempt, next_in }) =
+                wait(&mut alice.events, "reconnecting", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Reconnecting { .. })))
+                    .await
+            {
+                println!(
+                    "{} alice: reconnecting, attempt {attempt}, next try in {} ms (exponential backoff, full jitter)",
+                    elapsed(start),
+                    next_in.as_millis()
+                );
+                attempts = attempt;
+            }
         }
-    }
-    println!("{} alice's 3 outage messages are Sent", elapsed(start));
-    for id in &pending {
-        hear(start, &mut bob, id).await;
+        backend.start_again().await;
+        println!("{} server restarted on the same port and data directory", elapsed(start));
+        wait(&mut alice.events, "connected", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Connected))).await;
+        println!("{} alice reconnected", elapsed(start));
+        let mut states: HashMap<String, MessageState> = HashMap::new();
+        while pending.iter().any(|id| states.get(id).is_none_or(|s| rank(s) < 2)) {
+            if let Event::MessageUpdated(m) =
+                wait(&mut alice.events, "the outage messages to be sent", |e| matches!(e, Event::MessageUpdated(_))).await
+            {
+                states.insert(m.id.clone(), m.state);
+            }
+        }
+        println!("{} alice's 3 outage messages are Sent", elapsed(start));
+        for id in &pending {
+            hear(start, &mut bob, id).await;
+        }
+    } else {
+        println!("(skipped: the server is not ours to stop)");
     }
 
     println!("\n== Read receipts");
-    bob.client.mark_read(&dm).await.expect("mark read");
-    let last = ledger.sent.iter().rev().find(|s| s.0 == "alice" && s.1 == dm).map(|s| s.2.clone()).unwrap();
-    wait(&mut alice.events, "read receipt", |e| matches!(e, Event::MessageUpdated(m) if m.id == last && m.state == MessageState::Read)).await;
+    bob.client.mark_read(&dm_bob).await.expect("mark read");
+    let last = ledger.sent.iter().rev().find(|s| s.0 == "alice" && s.3 == ["bob"]).map(|s| s.2.clone()).unwrap();
+    wait(&mut alice.events, "read receipt", |e| matches!(e, Event::MessageUpdated(m) if m.id == last && m.state == MessageState::Read))
+        .await;
     println!("{} bob read the conversation; alice sees her messages as Read", elapsed(start));
     for c in alice.client.conversations().await.expect("list") {
         println!(
@@ -204,13 +347,18 @@ async fn main() {
         );
     }
 
-    // Check every sent message in every recipient's store, message by message.
+    // Check every sent message in every recipient's store, message by message: present under
+    // its id, and its text exactly once in the recipient's conversation.
     let people: HashMap<&str, &Client> = [("alice", &alice.client), ("bob", &bob.client), ("carol", &carol.client)].into_iter().collect();
     let (mut delivered, mut lost, mut duplicated) = (0, 0, 0);
-    for (_, conversation, id, recipients) in &ledger.sent {
+    for (_, text, id, recipients) in &ledger.sent {
         for r in recipients {
-            let page = people[r].messages(conversation, None, 500).await.expect("page");
-            match page.messages.iter().filter(|m| &m.id == id).count() {
+            let Some(copy) = people[r].message(id).await.expect("lookup") else {
+                lost += 1;
+                continue;
+            };
+            let page = people[r].messages(&copy.conversation_id, None, 500).await.expect("page");
+            match page.messages.iter().filter(|m| m.body.preview() == *text).count() {
                 0 => lost += 1,
                 1 => delivered += 1,
                 n => duplicated += n - 1,
@@ -226,7 +374,7 @@ async fn main() {
     for p in [&alice, &bob, &carol] {
         p.client.shutdown().await;
     }
-    server.shutdown().await;
+    backend.stop().await;
     if lost > 0 || duplicated > 0 {
         std::process::exit(1);
     }

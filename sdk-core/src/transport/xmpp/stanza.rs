@@ -233,6 +233,10 @@ pub fn classify(m: &Element, room: Option<&str>, me: &str) -> Archived {
         return Archived::Nothing;
     }
     if let Some(invite) = m.get_child("x", NS_MUC_USER).and_then(|x| x.get_child("invite", NS_MUC_USER)) {
+        // Ours to a room (archived as sent) is not an invitation to us.
+        if bare(from) == me || invite.get_attr("to").is_some() {
+            return Archived::Nothing;
+        }
         return Archived::Invite {
             room: bare(from).to_owned(),
             title: invite.get_child("reason", NS_MUC_USER).map(Element::text_content).unwrap_or_default(),
@@ -331,6 +335,17 @@ mod tests {
         assert!(
             matches!(classify(&room, Some("g@conference.localhost"), ME), Archived::Message { sender, .. } if sender == "alice@localhost")
         );
+    }
+
+    #[test]
+    fn invitations_to_us_are_read_and_ours_to_others_skipped() {
+        let invite = Element::parse("<message xmlns='jabber:client' from='g@conference.localhost' to='bob@localhost'><x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@localhost/phone'><reason>trip</reason></invite></x></message>").unwrap();
+        assert_eq!(
+            classify(&invite, None, ME),
+            Archived::Invite { room: "g@conference.localhost".into(), title: "trip".into(), inviter: "alice@localhost".into() }
+        );
+        let sent = Element::parse("<message xmlns='jabber:client' from='bob@localhost/phone' to='g@conference.localhost'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='carol@localhost'/></x></message>").unwrap();
+        assert_eq!(classify(&sent, None, ME), Archived::Nothing, "our own invitation, archived as sent");
     }
 
     #[test]
