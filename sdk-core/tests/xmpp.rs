@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{PASSWORD, WAIT, all_texts, eventually, temp_store, wait_for, wait_present, wait_state};
 use missive::transport::xmpp::{XmppConfig, XmppTransport};
-use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Error, Event, HeartbeatConfig, MessageState};
+use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Error, Event, HeartbeatConfig, MessageState, Presence};
 use missive_testkit::xmpp::{DOMAIN, Prosody};
 use missive_testkit::{FaultConfig, FaultProxy};
 
@@ -305,4 +305,67 @@ async fn chat_rooms_are_live_only_and_echo_confirms_our_sends() {
     assert!(alice.flush(WAIT).await.unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(bob.message(&later.id).await.unwrap().is_none(), "no room traffic after leaving");
+}
+
+#[tokio::test]
+async fn presence_is_shared_between_the_two_sides_of_a_direct_chat() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let mut bob_events = bob.subscribe();
+    let mut alice_events = alice.subscribe();
+    alice.create_direct("bob").await.unwrap();
+    // The subscription is granted both ways; each then sees the other online.
+    wait_for(
+        &mut bob_events,
+        "alice online",
+        |e| matches!(e, Event::Presence { user, presence: Presence::Online, .. } if *user == jid("alice")),
+    )
+    .await;
+    wait_for(
+        &mut alice_events,
+        "bob online",
+        |e| matches!(e, Event::Presence { user, presence: Presence::Online, .. } if *user == jid("bob")),
+    )
+    .await;
+    alice.set_presence(Presence::Away, "in a meeting").await.unwrap();
+    wait_for(
+        &mut bob_events,
+        "alice away",
+        |e| matches!(e, Event::Presence { user, presence: Presence::Away, status } if *user == jid("alice") && status == "in a meeting"),
+    )
+    .await;
+    alice.shutdown().await;
+    wait_for(
+        &mut bob_events,
+        "alice offline",
+        |e| matches!(e, Event::Presence { user, presence: Presence::Offline, .. } if *user == jid("alice")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn interop_with_a_third_party_client_both_ways() {
+    let prosody = Prosody::start();
+    let url = prosody.url();
+    let alice = registered(&url, "alice", None).await;
+    let mut alice_events = alice.subscribe();
+    // carol uses @xmpp/client (npm), logging in with SCRAM-SHA-1.
+    let mut carol = missive_testkit::interop::ThirdPartyPeer::start(&url, DOMAIN, "carol", "carol-password", true, None).await;
+    let dm = alice.create_direct("carol").await.unwrap();
+    let sent = alice.send_text(&dm.id, "hello carol, from missive").await.unwrap();
+    let got = carol.next_message(WAIT).await;
+    assert_eq!(got.body, "hello carol, from missive");
+    assert!(got.from.starts_with("alice@localhost/"), "{got:?}");
+    assert_eq!(got.origin_id.as_deref(), Some(sent.client_id.as_str()), "XEP-0359 origin-id carries the client id");
+    // Her client acknowledged it (XEP-0184): the message shows as delivered.
+    wait_state(&alice, &mut alice_events, &sent.id, MessageState::Delivered).await;
+    carol.send("alice@localhost", "hi alice, from @xmpp/client", "carol-1").await;
+    let reply = wait_for(&mut alice_events, "carol's message", |e| matches!(e, Event::MessageAdded(m) if m.sender == jid("carol"))).await;
+    let Event::MessageAdded(reply) = reply else { unreachable!() };
+    assert_eq!(reply.body, missive::Body::Text("hi alice, from @xmpp/client".into()));
+    assert_eq!(reply.client_id, "carol-1");
+    assert_eq!(all_texts(&alice, &dm.id).await, vec!["hello carol, from missive", "hi alice, from @xmpp/client"]);
+    carol.quit().await;
 }

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod baseline;
+pub mod interop;
 pub mod xmpp;
 
 use std::fmt;

@@ -449,6 +449,7 @@ impl Engine {
             Command::Hint(hint) => return self.on_hint(hint),
             Command::Shutdown { reply } => {
                 self.stopped = true;
+                self.send_link(Outgoing::Close).await;
                 self.link = None;
                 let state = self.connection.stop();
                 self.publish_state(state);

@@ -178,6 +178,8 @@ pub enum Outgoing {
     SetPresence { presence: Presence, status: String },
     Ping,
     Request(Request),
+    /// The app is shutting down: end the session cleanly (the server may tell others we left).
+    Close,
 }
 
 /// From the transport to the engine.

@@ -226,6 +226,10 @@ impl LinkTask {
     }
 
     async fn write(&mut self, command: Outgoing) -> Result<(), String> {
+        if matches!(command, Outgoing::Close) {
+            let _ = self.ws.close(None).await;
+            return Err("closed by the app".into());
+        }
         if let Some(wait) = self.pacer.delay() {
             // Send what is queued, then hold this request back.
             self.ws.flush().await.map_err(|e| e.to_string())?;
@@ -258,6 +262,7 @@ impl LinkTask {
                 (Req::SetPresence(v1::SetPresence { state: state as i32, status }), Pending::Quiet)
             }
             Outgoing::Ping => (Req::Ping(v1::Ping { nonce: id }), Pending::Ping),
+            Outgoing::Close => unreachable!("handled above"),
             Outgoing::Request(request) => {
                 let wire = match &request {
                     Request::CreateDirect { peer, .. } => Req::CreateDirect(v1::CreateDirect { peer: peer.clone() }),

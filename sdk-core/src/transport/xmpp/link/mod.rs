@@ -301,6 +301,14 @@ impl LinkTask {
                 self.send(&iq("get", &id, Some(&domain), Element::new("ping", NS_PING))).await?;
             }
             Outgoing::Request(request) => self.on_request(request).await?,
+            Outgoing::Close => {
+                // A clean end: the server ends the session (no resumption) and tells contacts.
+                self.session.id = None;
+                self.shared.lock().expect("not poisoned").session = None;
+                self.ws.feed(WsMessage::Text(close().to_xml().into())).await.map_err(|e| e.to_string())?;
+                self.flush().await?;
+                return Err("closed by the app".into());
+            }
         }
         Ok(())
     }
@@ -320,6 +328,8 @@ impl LinkTask {
         match request {
             Request::CreateDirect { peer, reply } => {
                 let peer = to_bare_jid(&peer, &self.config.domain);
+                // Presence between the two: ask for theirs (they grant it, see `on_presence`).
+                self.send(&Element::new("presence", NS_CLIENT).attr("to", &peer).attr("type", "subscribe")).await?;
                 let _ = reply.send(Ok(RemoteConversation {
                     id: peer.clone(),
                     kind: ConversationKind::Direct,
@@ -559,6 +569,13 @@ impl LinkTask {
                 _ => Presence::Online,
             },
             Some("unavailable") => Presence::Offline,
+            Some("subscribe") => {
+                // Presence is shared with whoever asks on the same service, both ways (as chat
+                // SDKs show who is online); a stricter policy would ask the app first.
+                let peer = bare(from).to_owned();
+                self.send(&Element::new("presence", NS_CLIENT).attr("to", &peer).attr("type", "subscribed")).await?;
+                return self.send(&Element::new("presence", NS_CLIENT).attr("to", &peer).attr("type", "subscribe")).await;
+            }
             Some(_) => return Ok(()),
         };
         let status = e.get_child("status", NS_CLIENT).map(Element::text_content).unwrap_or_default();
@@ -569,9 +586,11 @@ impl LinkTask {
         let id = e.get_attr("id").unwrap_or("").to_owned();
         let kind = e.get_attr("type").unwrap_or("");
         if kind == "get" || kind == "set" {
-            // RFC 6120: every request gets an answer; we serve only ping.
+            // RFC 6120: every request gets an answer; we serve ping and accept roster pushes
+            // (RFC 6121: only from our own account).
             let to = e.get_attr("from").map(str::to_owned);
-            let answer = if e.get_child("ping", NS_PING).is_some() {
+            let roster_push = kind == "set" && e.get_child("query", "jabber:iq:roster").is_some() && to.as_deref().is_none_or(|f| f == self.me);
+            let answer = if e.get_child("ping", NS_PING).is_some() || roster_push {
                 Element::new("iq", NS_CLIENT).attr("type", "result").attr("id", &id)
             } else {
                 Element::new("iq", NS_CLIENT)
