@@ -51,9 +51,13 @@ pub struct ThirdPartyPeer {
 /// A message the peer received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerMessage {
+    /// The sender's full JID.
     pub from: String,
+    /// The stanza's `id`.
     pub id: Option<String>,
+    /// The `<body>` text.
     pub body: String,
+    /// The XEP-0359 origin-id, if any.
     pub origin_id: Option<String>,
 }
 
