@@ -65,6 +65,11 @@ impl Prosody {
         SocketAddr::from(([127, 0, 0, 1], self.http_port))
     }
 
+    /// The operating-system process id (to read its CPU time); 0 while stopped.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prosody.log")).unwrap_or_default()

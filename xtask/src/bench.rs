@@ -9,7 +9,7 @@ use crate::util::{run, run_teed};
 
 pub fn run_all(root: &Path) -> Result<(), String> {
     let mut summary = vec![];
-    for (package, bench) in [("missive", "sdk"), ("missive-server", "load")] {
+    for (package, bench) in [("missive", "sdk"), ("missive", "xmpp"), ("missive-server", "load")] {
         let (ok, out) = run_teed(Command::new("cargo").current_dir(root).args(["bench", "-p", package, "--bench", bench]))?;
         if !ok {
             return Err(format!("cargo bench -p {package} --bench {bench} failed"));

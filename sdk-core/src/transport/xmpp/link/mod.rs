@@ -28,6 +28,10 @@ use crate::transport::*;
 
 /// Entries asked for per archive query.
 const PAGE: u32 = 250;
+/// How long after a stanza goes out an acknowledgement is asked for, at the latest...
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+/// ...or as soon as this many stanzas are unacknowledged.
+const ACK_EVERY: usize = 200;
 
 /// The stream session this link runs on.
 pub(super) struct Session {
@@ -101,6 +105,10 @@ pub(super) struct LinkTask {
     room_seq: u64,
     /// The URL this stream was opened on.
     url: String,
+    /// An `<r/>` is out, not yet answered.
+    ack_requested: bool,
+    /// When to send the next `<r/>`.
+    ack_due: Option<tokio::time::Instant>,
 }
 
 type Flow = Result<(), String>;
@@ -138,6 +146,8 @@ impl LinkTask {
             muc_tasks: HashMap::new(),
             room_seq: 0,
             url,
+            ack_requested: false,
+            ack_due: None,
         }
     }
 
@@ -156,7 +166,14 @@ impl LinkTask {
         let reason = match first {
             Err(e) => e,
             Ok(()) => loop {
+                let ack_due = self.ack_due;
                 let step = tokio::select! {
+                    _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                        match self.request_ack().await {
+                            Ok(()) => self.flush().await,
+                            e => e,
+                        }
+                    }
                     command = outgoing.recv() => match command {
                         None => Err("engine closed the link".to_owned()),
                         Some(command) => {
@@ -238,11 +255,27 @@ impl LinkTask {
     }
 
     /// After a burst of commands: ask for an acknowledgement if anything is unacknowledged.
+    /// After a burst of commands: make sure an acknowledgement will be asked for.
     async fn end_burst(&mut self) -> Flow {
-        if self.sm() && !self.session.counters.unacked.is_empty() {
-            self.ws.feed(WsMessage::Text(Element::new("r", NS_SM).to_xml().into())).await.map_err(|e| e.to_string())?;
+        self.schedule_ack_request();
+        if self.session.counters.unacked.len() >= ACK_EVERY && !self.ack_requested {
+            self.request_ack().await?;
         }
         self.flush().await
+    }
+
+    /// One `<r/>` at a time, a moment after the first unacknowledged stanza: under load one
+    /// acknowledgement (and one archive read) covers many messages.
+    fn schedule_ack_request(&mut self) {
+        if self.sm() && !self.ack_requested && self.ack_due.is_none() && !self.session.counters.unacked.is_empty() {
+            self.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+        }
+    }
+
+    async fn request_ack(&mut self) -> Flow {
+        self.ack_due = None;
+        self.ack_requested = true;
+        self.ws.feed(WsMessage::Text(Element::new("r", NS_SM).to_xml().into())).await.map_err(|e| e.to_string())
     }
 
     fn is_room(&self, jid: &str) -> bool {
@@ -468,7 +501,10 @@ impl LinkTask {
             }
             ("a", NS_SM) => {
                 let h = e.get_attr("h").and_then(|h| h.parse().ok()).ok_or("<a/> without h")?;
-                if self.on_server_ack(h) {
+                self.ack_requested = false;
+                let chat = self.on_server_ack(h);
+                self.schedule_ack_request();
+                if chat {
                     self.read_archive(archive::OWN.to_owned(), false).await?;
                 }
                 Ok(())
