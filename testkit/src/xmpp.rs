@@ -1,8 +1,10 @@
-//! Throwaway XMPP servers for tests: a real Prosody on loopback, with its own configuration,
-//! data directory and free ports, started in the foreground and killed on drop.
+//! Throwaway XMPP servers for tests: a real Prosody or ejabberd on loopback, each with its own
+//! configuration, data directory and free port, started in the foreground and killed on drop.
 //!
-//! Prosody comes from Debian's package (`cargo xtask test` installs it); when the binary is
-//! missing, [`Prosody::start`] panics with how to get it: a test needing it never skips.
+//! Both come from Debian's packages (`cargo xtask test` installs them); when one is missing,
+//! [`XmppServer::start`] panics with how to get it: a test needing it never skips.
+//! `MISSIVE_KEEP_XMPP=1` keeps the directory of a server whose test failed (its log is printed
+//! either way).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -18,8 +20,41 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
-/// A running Prosody.
-pub struct Prosody {
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Prosody 0.12 (Lua).
+    Prosody,
+    /// ejabberd 23.01 (Erlang).
+    Ejabberd,
+}
+
+/// Starts throwaway Prosody servers.
+pub struct Prosody;
+
+impl Prosody {
+    /// A fresh Prosody: see [`XmppServer::start`].
+    pub fn start() -> XmppServer {
+        XmppServer::start(ServerKind::Prosody)
+    }
+}
+
+/// Starts throwaway ejabberd servers.
+pub struct Ejabberd;
+
+impl Ejabberd {
+    /// A fresh ejabberd: see [`XmppServer::start`].
+    pub fn start() -> XmppServer {
+        XmppServer::start(ServerKind::Ejabberd)
+    }
+}
+
+const EJABBERD_RUN: &str = include_str!("../ejabberd/run.sh");
+const EJABBERD_CONFIG: &str = include_str!("../ejabberd/ejabberd.yml.template");
+
+/// A running XMPP server.
+pub struct XmppServer {
+    kind: ServerKind,
     dir: PathBuf,
     http_port: u16,
     child: Option<Child>,
@@ -31,28 +66,38 @@ struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() && std::env::var_os("MISSIVE_KEEP_PROSODY").is_some() {
+        if std::thread::panicking() && std::env::var_os("MISSIVE_KEEP_XMPP").is_some() {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-impl Prosody {
-    /// Starts a fresh server (in-band registration open, MAM, carbons, smacks, MUC with MAM).
-    pub fn start() -> Prosody {
-        let bin = Path::new("/usr/bin/prosody");
+impl XmppServer {
+    /// Starts a fresh server of `kind` serving [`DOMAIN`] and [`MUC_DOMAIN`]: in-band
+    /// registration open, MAM for every account and group, carbons, stream management with
+    /// resumption, members-only groups allowed; XMPP over WebSocket only, on loopback.
+    pub fn start(kind: ServerKind) -> XmppServer {
+        let (bin, package) = match kind {
+            ServerKind::Prosody => ("/usr/bin/prosody", "prosody"),
+            ServerKind::Ejabberd => ("/usr/sbin/ejabberdctl", "ejabberd"),
+        };
         assert!(
-            bin.exists(),
-            "Prosody is not installed: run `cargo xtask test` (it installs Debian's prosody) or `apt-get install prosody`"
+            Path::new(bin).exists(),
+            "{package} is not installed: run `cargo xtask test` (it installs Debian's {package}) or `apt-get install {package}`"
         );
-        let dir = std::env::temp_dir().join(format!("missive-prosody-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!("missive-{package}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
         std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
-        let mut p = Prosody { http_port: free_port(), dir: dir.clone(), child: None, _temp: Some(TempDir(dir)) };
+        let mut p = XmppServer { kind, http_port: free_port(), dir: dir.clone(), child: None, _temp: Some(TempDir(dir)) };
         p.write_config();
         p.launch();
         p
+    }
+
+    /// Which server this is.
+    pub fn kind(&self) -> ServerKind {
+        self.kind
     }
 
     /// `ws://127.0.0.1:<port>/xmpp-websocket`.
@@ -72,10 +117,20 @@ impl Prosody {
 
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("prosody.log")).unwrap_or_default()
+        let log = match self.kind {
+            ServerKind::Prosody => self.dir.join("prosody.log"),
+            ServerKind::Ejabberd => self.dir.join("instance/log/ejabberd.log"),
+        };
+        let stdout = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
+        std::fs::read_to_string(log).unwrap_or_default() + &stdout
     }
 
     fn write_config(&self) {
+        if self.kind == ServerKind::Ejabberd {
+            std::fs::write(self.dir.join("run.sh"), EJABBERD_RUN).expect("write run.sh");
+            std::fs::write(self.dir.join("ejabberd.yml.template"), EJABBERD_CONFIG).expect("write the ejabberd config");
+            return;
+        }
         let d = self.dir.display();
         let config = format!(
             r#"-- Generated by missive-testkit: a throwaway loopback server.
@@ -120,27 +175,43 @@ Component "{MUC_DOMAIN}" "muc"
     }
 
     fn launch(&mut self) {
-        let log = std::fs::File::create(self.dir.join("stdout.log")).expect("create the stdout log");
-        let child = Command::new("/usr/bin/prosody")
-            .arg("-F")
-            .arg("--config")
-            .arg(self.dir.join("prosody.cfg.lua"))
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stdout.log")).expect("open the stdout log");
+        let mut command = match self.kind {
+            ServerKind::Prosody => {
+                let mut c = Command::new("/usr/bin/prosody");
+                c.arg("-F").arg("--config").arg(self.dir.join("prosody.cfg.lua"));
+                c
+            }
+            ServerKind::Ejabberd => {
+                // run.sh execs the Erlang VM: the child is the server itself.
+                let mut c = Command::new("bash");
+                c.arg(self.dir.join("run.sh")).arg(self.dir.join("instance")).arg(self.http_port.to_string());
+                c.env("EJ_TEMPLATE", self.dir.join("ejabberd.yml.template"));
+                c.env("EJ_LOGLEVEL", std::env::var("EJABBERD_LOG_LEVEL").unwrap_or_else(|_| "warning".into()));
+                c
+            }
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
             .spawn()
-            .expect("start prosody");
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", self.kind));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_err() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!(
-                    "prosody exited with {status}:\n{}\n{}",
-                    std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default(),
-                    self.log()
-                );
+                panic!("{:?} exited with {status}:\n{}", self.kind, self.log());
             }
-            assert!(Instant::now() < deadline, "prosody did not listen within 20 s:\n{}", self.log());
+            // The port answering is not enough: it might be another process's (a clash).
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+                if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
+                    return;
+                }
+                continue;
+            }
+            assert!(Instant::now() < deadline, "{:?} did not listen within 30 s:\n{}", self.kind, self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -160,7 +231,7 @@ Component "{MUC_DOMAIN}" "muc"
         self.launch();
     }
 
-    /// Starts it again after [`Prosody::stop`] or [`Prosody::kill`], on the same data and port.
+    /// Starts it again after [`XmppServer::stop`] or [`XmppServer::kill`], on the same data and port.
     pub fn start_again(&mut self) {
         if self.child.is_none() {
             self.launch();
@@ -187,11 +258,11 @@ Component "{MUC_DOMAIN}" "muc"
     }
 }
 
-impl Drop for Prosody {
+impl Drop for XmppServer {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- prosody log ({}) ---\n{}", self.dir.display(), self.log());
+            eprintln!("--- {:?} log ({}) ---\n{}", self.kind, self.dir.display(), self.log());
         }
     }
 }

@@ -52,37 +52,34 @@ pub fn rust(root: &Path) -> Outcome {
     Outcome { name: "rust", passed, failed, seconds: started.elapsed().as_secs_f64(), error: None }
 }
 
-/// The XMPP transport's tests start real servers: Debian's Prosody. Installing the package must
-/// not start the system service, so a `policy-rc.d` refusing service starts is in place for the
-/// install (and removed after, if we put it there).
+/// The XMPP transport's tests start real servers: Debian's Prosody and ejabberd. Installing the
+/// packages must not start their system services, so a `policy-rc.d` refusing service starts
+/// is in place for the install (and removed after, if we put it there).
 fn ensure_xmpp_servers() -> Result<(), String> {
-    if Path::new("/usr/bin/prosody").exists() {
+    let missing: Vec<&str> =
+        [("prosody", "/usr/bin/prosody"), ("ejabberd", "/usr/sbin/ejabberdctl")].into_iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(p, _)| p).collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing Prosody with apt-get (for the XMPP transport's tests)");
+    eprintln!("xtask: installing {} with apt-get (for the XMPP transport's tests)", missing.join(" and "));
     let policy = Path::new("/usr/sbin/policy-rc.d");
     let ours = !policy.exists();
     if ours {
-        std::fs::write(policy, "#!/bin/sh\nexit 101\n")
-            .map_err(|e| format!("cannot write {}: {e}", policy.display()))?;
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n").map_err(|e| format!("cannot write {}: {e}", policy.display()))?;
         run(Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]))?;
     }
     let install = || {
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", "prosody"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
+        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
     };
-    let result =
-        install().or_else(|_| run(Command::new("apt-get").arg("update")).and_then(|()| install()));
+    let result = install().or_else(|_| run(Command::new("apt-get").arg("update")).and_then(|()| install()));
     if ours {
         let _ = std::fs::remove_file(policy);
     }
     result?;
-    // The package may have started a system instance despite the policy: it would hold the
-    // default ports, which the tests do not use, but it is not ours to keep running.
-    let _ = Command::new("pkill")
-        .args(["-f", "/usr/bin/prosody -D"])
-        .status();
+    // Should a package have started a system instance despite the policy, it is not ours to
+    // keep running (the tests start their own on free ports).
+    let _ = Command::new("pkill").args(["-f", "/usr/bin/prosody -D"]).status();
+    let _ = Command::new("pkill").args(["-u", "ejabberd"]).status();
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Event, EventStream, MessageState};
 use missive_server::{Server, ServerConfig, ServerHandle};
-use missive_testkit::xmpp::Prosody;
+use missive_testkit::xmpp::{Prosody, XmppServer};
 
 const PASSWORD: &str = "demo-password-1";
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,7 +29,7 @@ enum Backend {
     },
     /// A throwaway Prosody (`prosody` is `Some`) or an existing XMPP server.
     Xmpp {
-        prosody: Option<Prosody>,
+        prosody: Option<XmppServer>,
         url: String,
         domain: String,
         suffix: String,

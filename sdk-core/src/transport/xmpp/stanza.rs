@@ -243,6 +243,17 @@ pub fn classify(m: &Element, room: Option<&str>, me: &str) -> Archived {
             inviter: invite.get_attr("from").map(bare).unwrap_or("").to_owned(),
         };
     }
+    // XEP-0249 direct invitation (ejabberd sends one beside the mediated one).
+    if let Some(x) = m.get_child("x", "jabber:x:conference") {
+        if let Some(room) = x.get_attr("jid").filter(|_| bare(from) != me) {
+            return Archived::Invite {
+                room: bare(room).to_owned(),
+                title: x.get_attr("reason").unwrap_or("").to_owned(),
+                inviter: bare(from).to_owned(),
+            };
+        }
+        return Archived::Nothing;
+    }
     if let Some(body) = read_body(m) {
         let client_id = m.get_child("origin-id", NS_SID).and_then(|o| o.get_attr("id")).or(m.get_attr("id")).unwrap_or("").to_owned();
         return Archived::Message { conversation, sender, client_id, body };
@@ -346,6 +357,12 @@ mod tests {
         );
         let sent = Element::parse("<message xmlns='jabber:client' from='bob@localhost/phone' to='g@conference.localhost'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='carol@localhost'/></x></message>").unwrap();
         assert_eq!(classify(&sent, None, ME), Archived::Nothing, "our own invitation, archived as sent");
+        let direct = Element::parse("<message xmlns='jabber:client' from='alice@localhost/phone' to='bob@localhost'><body>join us</body><x xmlns='jabber:x:conference' jid='g@conference.localhost' reason='trip'/></message>").unwrap();
+        assert_eq!(
+            classify(&direct, None, ME),
+            Archived::Invite { room: "g@conference.localhost".into(), title: "trip".into(), inviter: "alice@localhost".into() },
+            "XEP-0249, with a body for other clients"
+        );
     }
 
     #[test]

@@ -307,6 +307,9 @@ impl LinkTask {
                         .attr("type", "chat")
                         .attr("id", uuid::Uuid::now_v7().to_string())
                         .child(Element::new("received", NS_RECEIPTS).attr("id", &m.client_id))
+                        // Archived, so the sender learns of it even if offline now (ejabberd keeps
+                        // bodiless messages only when asked).
+                        .child(Element::new("store", NS_HINTS))
                 };
                 self.send(&stanza).await?;
             }
@@ -587,6 +590,14 @@ impl LinkTask {
                 Ok(())
             }
             _ if room && !self.cursor.archives.contains_key(&archive) => Ok(()),
+            Archived::Receipt { conversation, user, kind, id } if matches!(self.phase, Phase::Live) => {
+                // Other clients' receipts are not always archived (ejabberd keeps bodiless
+                // messages only with a store hint): take it live as well; applying it twice is
+                // harmless, receipts only move forward.
+                let kind = RemoteEventKind::Receipt { conversation, user, kind, seq: 0, message: Some(id) };
+                self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await?;
+                self.read_archive(archive, false).await
+            }
             _ => self.read_archive(archive, false).await,
         }
     }
@@ -625,7 +636,8 @@ impl LinkTask {
             // RFC 6120: every request gets an answer; we serve ping and accept roster pushes
             // (RFC 6121: only from our own account).
             let to = e.get_attr("from").map(str::to_owned);
-            let roster_push = kind == "set" && e.get_child("query", "jabber:iq:roster").is_some() && to.as_deref().is_none_or(|f| f == self.me);
+            let roster_push =
+                kind == "set" && e.get_child("query", "jabber:iq:roster").is_some() && to.as_deref().is_none_or(|f| f == self.me);
             let answer = if e.get_child("ping", NS_PING).is_some() || roster_push {
                 Element::new("iq", NS_CLIENT).attr("type", "result").attr("id", &id)
             } else {
@@ -733,6 +745,9 @@ impl LinkTask {
             };
             let seq = self.cursor.advance(&query.archive, &entry.archive_id, entry.stamp_us);
             let kind = match entry.what {
+                // Notices a room sends to us directly (ejabberd tells owners of affiliation
+                // changes), archived in our own archive: not messages of the group.
+                Archived::Message { conversation, .. } if query.archive.is_empty() && self.is_room(&conversation) => None,
                 Archived::Message { conversation, sender, client_id, body } => {
                     if sender == self.me {
                         self.shared.lock().expect("not poisoned").server_has.remove(&client_id);
