@@ -7,7 +7,9 @@
 # EXECs the Erlang VM in the foreground: the PID of this script becomes the
 # beam.smp PID, so the caller owns the server process directly.
 #   stop:  kill -TERM <pid>  (graceful, ~1-2 s)   or  kill -KILL <pid>
-#   ready: poll 127.0.0.1:<http_port> until it accepts (~1.0-1.9 s) AND check
+#   ready: wait for "missive-ejabberd-ready" on stdout (printed once the archive tables are
+#          converted: traffic during the conversion may not be archived), then poll
+#          127.0.0.1:<http_port> until it accepts (~1.0-1.9 s) AND check
 #          the child is still alive (a port clash makes ejabberd exit rc=1 after
 #          ~1.2 s while the OTHER process's port answers). The very first XMPP
 #          request after the port opens may take up to ~0.7 s (startup tail);
@@ -120,4 +122,4 @@ exec /usr/bin/erl -noinput \
     -mnesia dir "\"$DIR/db\"" \
     -ejabberd log_rotate_count 0 \
     -s ejabberd \
-    -eval "[catch mnesia:change_table_copy_type(T, node(), $STORAGE) || T <- [archive_msg, offline_msg]]"
+    -eval "[catch mnesia:change_table_copy_type(T, node(), $STORAGE) || T <- [archive_msg, offline_msg]], io:format(\"missive-ejabberd-ready~n\")"

@@ -59,6 +59,8 @@ pub struct XmppServer {
     http_port: u16,
     child: Option<Child>,
     _temp: Option<TempDir>,
+    /// How many times it was started (each start appends to `stdout.log`).
+    launches: usize,
 }
 
 /// A directory removed on drop.
@@ -89,7 +91,7 @@ impl XmppServer {
         let dir = std::env::temp_dir().join(format!("missive-{package}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
         std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
-        let mut p = XmppServer { kind, http_port: free_port(), dir: dir.clone(), child: None, _temp: Some(TempDir(dir)) };
+        let mut p = XmppServer { kind, http_port: free_port(), dir: dir.clone(), child: None, _temp: Some(TempDir(dir)), launches: 0 };
         p.write_config();
         p.launch();
         p
@@ -203,10 +205,14 @@ Component "{MUC_DOMAIN}" "muc"
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("{:?} exited with {status}:\n{}", self.kind, self.log());
             }
+            // ejabberd converts its archive tables after starting: not ready before that.
+            let converted = self.kind == ServerKind::Prosody
+                || std::fs::read_to_string(self.dir.join("stdout.log")).is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches);
             // The port answering is not enough: it might be another process's (a clash).
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            if converted && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
                 std::thread::sleep(Duration::from_millis(50));
                 if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
+                    self.launches += 1;
                     return;
                 }
                 continue;

@@ -36,7 +36,7 @@ pub fn rust(root: &Path) -> Outcome {
     if let Err(e) = ensure_xmpp_servers() {
         return Outcome::broken("rust", e);
     }
-    let result = run_teed(Command::new("cargo").current_dir(root).args(["test", "--workspace", "--exclude", "xtask"]));
+    let result = run_teed(Command::new("cargo").current_dir(root).args(["test", "--workspace", "--exclude", "xtask", "--no-fail-fast"]));
     let (ok, out) = match result {
         Ok(r) => r,
         Err(e) => return Outcome::broken("rust", e),
