@@ -378,6 +378,35 @@ async fn interop_with_a_third_party_client_both_ways(kind: ServerKind) {
     carol.quit().await;
 }
 
+/// wss to Prosody: certificates are verified by default (a self-signed one is refused, with no
+/// password sent), trusting or pinning it works, and over TLS the strongest SASL is still used.
+#[tokio::test]
+async fn wss_verifies_the_xmpp_servers_certificate() {
+    use missive::transport::tls::{Verification, certificate_sha256};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let server = XmppServer::start_with_tls(ServerKind::Prosody, &cert.cert.pem(), &cert.signing_key.serialize_pem());
+    let url = server.wss_url();
+    let client = |verification: Verification| {
+        let transport = XmppTransport::with_verification(XmppConfig::new(&url, DOMAIN), &verification).unwrap();
+        Client::open(with_transport(transport))
+    };
+    let untrusting = client(Verification::WebPki).await.unwrap();
+    let err = untrusting.register("alice", PASSWORD).await.unwrap_err();
+    assert_eq!(err.code(), "TRANSPORT", "{err:?}");
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    let der = cert.cert.der().to_vec();
+    let alice = client(Verification::TrustedCertificates(vec![der.clone()])).await.unwrap();
+    alice.register("alice", PASSWORD).await.expect("registers over wss when the certificate is trusted");
+    let pinned = client(Verification::PinnedSha256(vec![certificate_sha256(&der)])).await.unwrap();
+    pinned.login("alice", PASSWORD).await.expect("logs in with the certificate pinned");
+    let wrong = client(Verification::PinnedSha256(vec![[7u8; 32]])).await.unwrap();
+    assert_eq!(wrong.login("alice", PASSWORD).await.unwrap_err().code(), "TRANSPORT");
+    let dm = alice.create_direct("alice").await.unwrap();
+    let mut events = alice.subscribe();
+    let m = alice.send_text(&dm.id, "a note to self over tls").await.unwrap();
+    wait_state(&alice, &mut events, &m.id, MessageState::Sent).await;
+}
+
 /// Every scenario above, once per server.
 macro_rules! against_both {
     ($($name:ident),* $(,)?) => {

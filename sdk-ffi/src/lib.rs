@@ -153,9 +153,15 @@ fn config(settings: ClientSettings) -> Result<missive::ClientConfig, MissiveErro
     } else {
         Verification::WebPki
     };
-    let transport: Arc<dyn missive::transport::Transport> = Arc::new(
-        missive::transport::native::NativeTransport::with_verification(settings.server_url, &verification).map_err(missive::Error::from)?,
-    );
+    let transport: Arc<dyn missive::transport::Transport> = match settings.xmpp_domain {
+        Some(domain) => {
+            use missive::transport::xmpp::{XmppConfig, XmppTransport};
+            Arc::new(XmppTransport::with_verification(XmppConfig::new(settings.server_url, domain), &verification).map_err(missive::Error::from)?)
+        }
+        None => Arc::new(
+            missive::transport::native::NativeTransport::with_verification(settings.server_url, &verification).map_err(missive::Error::from)?,
+        ),
+    };
     let mut config = missive::ClientConfig::with_transport(transport)
         .device_id(settings.device_id)
         .backoff(missive::BackoffConfig {

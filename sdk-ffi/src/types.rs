@@ -125,8 +125,12 @@ pub enum ClientEvent {
 /// How to build a client.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct ClientSettings {
-    /// `ws://` or `wss://` URL of a Missive reference server.
+    /// `ws://` or `wss://` URL of a Missive reference server, or with `xmpp_domain` the
+    /// WebSocket endpoint (RFC 7395) of an XMPP server.
     pub server_url: String,
+    /// Speak XMPP to a standard XMPP server (Prosody, ejabberd, ...) serving this domain, with
+    /// groups on `conference.<domain>`; `None` speaks the Missive protocol.
+    pub xmpp_domain: Option<String>,
     /// SQLite file for messages, outbox and session; `None` keeps everything in memory.
     pub store_path: Option<String>,
     pub device_id: String,
@@ -149,6 +153,7 @@ pub struct ClientSettings {
 pub fn default_settings(server_url: String) -> ClientSettings {
     ClientSettings {
         server_url,
+        xmpp_domain: None,
         store_path: None,
         device_id: "default".into(),
         trusted_certificates: vec![],

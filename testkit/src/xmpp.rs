@@ -59,6 +59,7 @@ pub struct XmppServer {
     http_port: u16,
     child: Option<Child>,
     _temp: Option<TempDir>,
+    https_port: Option<u16>,
     /// How many times it was started (each start appends to `stdout.log`).
     launches: usize,
 }
@@ -80,6 +81,17 @@ impl XmppServer {
     /// registration open, MAM for every account and group, carbons, stream management with
     /// resumption, members-only groups allowed; XMPP over WebSocket only, on loopback.
     pub fn start(kind: ServerKind) -> XmppServer {
+        Self::start_inner(kind, None)
+    }
+
+    /// Like [`XmppServer::start`], also serving `wss` at [`XmppServer::wss_url`] with this
+    /// certificate chain and key (PEM). Prosody only.
+    pub fn start_with_tls(kind: ServerKind, cert_pem: &str, key_pem: &str) -> XmppServer {
+        assert_eq!(kind, ServerKind::Prosody, "TLS is set up for Prosody only");
+        Self::start_inner(kind, Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(kind: ServerKind, tls: Option<(&str, &str)>) -> XmppServer {
         let (bin, package) = match kind {
             ServerKind::Prosody => ("/usr/bin/prosody", "prosody"),
             ServerKind::Ejabberd => ("/usr/sbin/ejabberdctl", "ejabberd"),
@@ -91,10 +103,21 @@ impl XmppServer {
         let dir = std::env::temp_dir().join(format!("missive-{package}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
         std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
-        let mut p = XmppServer { kind, http_port: free_port(), dir: dir.clone(), child: None, _temp: Some(TempDir(dir)), launches: 0 };
+        let https_port = tls.map(|(cert, key)| {
+            std::fs::write(dir.join("certs/localhost.crt"), cert).expect("write the certificate");
+            std::fs::write(dir.join("certs/localhost.key"), key).expect("write the key");
+            free_port()
+        });
+        let mut p =
+            XmppServer { kind, http_port: free_port(), https_port, dir: dir.clone(), child: None, _temp: Some(TempDir(dir)), launches: 0 };
         p.write_config();
         p.launch();
         p
+    }
+
+    /// `wss://localhost:<port>/xmpp-websocket` (after [`XmppServer::start_with_tls`]).
+    pub fn wss_url(&self) -> String {
+        format!("wss://localhost:{}/xmpp-websocket", self.https_port.expect("started with TLS"))
     }
 
     /// Which server this is.
@@ -147,7 +170,7 @@ c2s_direct_tls_ports = {{ }}
 legacy_ssl_ports = {{ }}
 http_interfaces = {{ "127.0.0.1" }}
 http_ports = {{ {port} }}
-https_ports = {{ }}
+{https}
 http_default_host = "localhost"
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
@@ -171,6 +194,12 @@ Component "{MUC_DOMAIN}" "muc"
     max_archive_query_results = 250
 "#,
             port = self.http_port,
+            https = match self.https_port {
+                None => "https_ports = { }".to_owned(),
+                Some(p) => format!(
+                    "https_ports = {{ {p} }}\nhttps_interfaces = {{ \"127.0.0.1\" }}\nhttps_ssl = {{ certificate = \"{d}/certs/localhost.crt\", key = \"{d}/certs/localhost.key\" }}"
+                ),
+            },
             level = std::env::var("PROSODY_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         );
         std::fs::write(self.dir.join("prosody.cfg.lua"), config).expect("write the Prosody config");
@@ -207,7 +236,8 @@ Component "{MUC_DOMAIN}" "muc"
             }
             // ejabberd converts its archive tables after starting: not ready before that.
             let converted = self.kind == ServerKind::Prosody
-                || std::fs::read_to_string(self.dir.join("stdout.log")).is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches);
+                || std::fs::read_to_string(self.dir.join("stdout.log"))
+                    .is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches);
             // The port answering is not enough: it might be another process's (a clash).
             if converted && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
                 std::thread::sleep(Duration::from_millis(50));

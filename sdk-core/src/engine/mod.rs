@@ -450,7 +450,11 @@ impl Engine {
             Command::Shutdown { reply } => {
                 self.stopped = true;
                 self.send_link(Outgoing::Close).await;
-                self.link = None;
+                if let Some(mut link) = self.link.take() {
+                    // Let the transport end its session cleanly (bounded): it closes the channel
+                    // when done.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async { while link.incoming.recv().await.is_some() {} }).await;
+                }
                 let state = self.connection.stop();
                 self.publish_state(state);
                 let _ = reply.send(());

@@ -119,6 +119,9 @@ pub struct XmppTransport {
     tls: Arc<rustls::ClientConfig>,
     shared: Arc<Mutex<Shared>>,
     connect_timeout: Duration,
+    /// Makes this client's resource unique: two devices configured alike must not take each
+    /// other's resource (the server would end one stream for the other, back and forth).
+    instance: String,
 }
 
 impl XmppTransport {
@@ -130,7 +133,8 @@ impl XmppTransport {
     /// With explicit certificate checks: see [`Verification`].
     pub fn with_verification(config: XmppConfig, verification: &Verification) -> Result<Self, TransportError> {
         let tls = tls::client_config(verification).map_err(TransportError::Io)?;
-        Ok(XmppTransport { config, tls: Arc::new(tls), shared: Arc::default(), connect_timeout: Duration::from_secs(10) })
+        let instance = format!("{:08x}", rand::random::<u32>());
+        Ok(XmppTransport { config, tls: Arc::new(tls), shared: Arc::default(), connect_timeout: Duration::from_secs(10), instance })
     }
 }
 
@@ -404,7 +408,8 @@ impl XmppTransport {
         }
         // A new session: earlier acknowledgements prove nothing any more (see `Shared`).
         self.shared.lock().expect("not poisoned").server_has.clear();
-        let resource = if device.is_empty() { "missive".to_owned() } else { device.to_owned() };
+        let device = if device.is_empty() { "missive" } else { device };
+        let resource = format!("{device}.{}", self.instance);
         hs.send(&iq("set", "bind", None, Element::new("bind", NS_BIND).child(Element::new("resource", NS_BIND).text(resource)))).await?;
         let bound = hs.iq_result("bind").await?;
         if bound.get_attr("type") != Some("result") {

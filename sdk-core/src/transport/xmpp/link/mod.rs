@@ -339,10 +339,33 @@ impl LinkTask {
             Outgoing::Request(request) => self.on_request(request).await?,
             Outgoing::Close => {
                 // A clean end: the server ends the session (no resumption) and tells contacts.
+                // RFC 7395: wait (briefly) for its <close/>, or a server that sees the socket
+                // go first may keep the session waiting for a resumption instead.
+                if self.sm() {
+                    let h = self.session.counters.inbound.to_string();
+                    self.ws
+                        .feed(WsMessage::Text(Element::new("a", NS_SM).attr("h", h).to_xml().into()))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 self.session.id = None;
                 self.shared.lock().expect("not poisoned").session = None;
                 self.ws.feed(WsMessage::Text(close().to_xml().into())).await.map_err(|e| e.to_string())?;
                 self.flush().await?;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                    while let Some(Ok(frame)) = self.ws.next().await {
+                        if let WsMessage::Text(t) = &frame {
+                            if Element::parse(t).is_ok_and(|e| e.is("close", NS_FRAMING)) {
+                                break;
+                            }
+                        }
+                        if matches!(frame, WsMessage::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                let _ = self.ws.close(None).await;
                 return Err("closed by the app".into());
             }
         }
