@@ -17,6 +17,9 @@ const PASSWORD: &str = "bench-password";
 
 #[tokio::main]
 async fn main() {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    }
     let count: u32 = std::env::var("MISSIVE_XMPP_BENCH_COUNT").ok().and_then(|c| c.parse().ok()).unwrap_or(10_000);
     let prosody = Prosody::start();
     let url = prosody.url();
@@ -45,7 +48,8 @@ async fn main() {
     for i in 0..count {
         client.send_text(&dm.id, &format!("sdk {i}")).await.unwrap();
     }
-    assert!(client.flush(Duration::from_secs(600)).await.unwrap(), "every message confirmed by the archive");
+    let drained = client.flush(Duration::from_secs(120)).await.unwrap();
+    assert!(drained, "every message confirmed by the archive within 2 minutes ({} still unsent)", client.unsent_count().await.unwrap());
     let (sdk_cpu, sdk_wall, sdk_server_cpu) = (cpu_time(me) - sdk_cpu0, t0.elapsed(), cpu_time(server_pid) - server_cpu0);
     client.shutdown().await;
 

@@ -437,3 +437,23 @@ against_both!(
     presence_is_shared_between_the_two_sides_of_a_direct_chat,
     interop_with_a_third_party_client_both_ways,
 );
+
+/// A server that trims archives under the client (Prosody keeps 10,000 entries per account by
+/// default; here 25): the sender's position disappears, its acknowledged messages never show up
+/// after it, and the client must re-anchor instead of waiting forever.
+#[tokio::test]
+async fn a_trimmed_archive_does_not_stall_the_outbox() {
+    let server = XmppServer::start_with_archive_limit(25);
+    let url = server.url();
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    for round in 0..4 {
+        for i in 0..20 {
+            alice.send_text(&dm.id, &format!("t{round}-{i}")).await.unwrap();
+        }
+        assert!(alice.flush(WAIT).await.unwrap(), "round {round}: the outbox drains although the archive is trimmed");
+    }
+    let newest = "t3-19".to_owned();
+    eventually("bob has the newest message", || async { texts(&bob, &jid("alice")).await.last() == Some(&newest) }).await;
+}

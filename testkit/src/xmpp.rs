@@ -60,6 +60,7 @@ pub struct XmppServer {
     child: Option<Child>,
     _temp: Option<TempDir>,
     https_port: Option<u16>,
+    archive_limit: u32,
     /// How many times it was started (each start appends to `stdout.log`).
     launches: usize,
 }
@@ -81,17 +82,23 @@ impl XmppServer {
     /// registration open, MAM for every account and group, carbons, stream management with
     /// resumption, members-only groups allowed; XMPP over WebSocket only, on loopback.
     pub fn start(kind: ServerKind) -> XmppServer {
-        Self::start_inner(kind, None)
+        Self::start_inner(kind, None, None)
+    }
+
+    /// A Prosody that keeps only the newest `limit` entries of each archive (its default for
+    /// file storage is 10,000; [`XmppServer::start`] raises it to a million).
+    pub fn start_with_archive_limit(limit: u32) -> XmppServer {
+        Self::start_inner(ServerKind::Prosody, None, Some(limit))
     }
 
     /// Like [`XmppServer::start`], also serving `wss` at [`XmppServer::wss_url`] with this
     /// certificate chain and key (PEM). Prosody only.
     pub fn start_with_tls(kind: ServerKind, cert_pem: &str, key_pem: &str) -> XmppServer {
         assert_eq!(kind, ServerKind::Prosody, "TLS is set up for Prosody only");
-        Self::start_inner(kind, Some((cert_pem, key_pem)))
+        Self::start_inner(kind, Some((cert_pem, key_pem)), None)
     }
 
-    fn start_inner(kind: ServerKind, tls: Option<(&str, &str)>) -> XmppServer {
+    fn start_inner(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>) -> XmppServer {
         let (bin, package) = match kind {
             ServerKind::Prosody => ("/usr/bin/prosody", "prosody"),
             ServerKind::Ejabberd => ("/usr/sbin/ejabberdctl", "ejabberd"),
@@ -108,8 +115,16 @@ impl XmppServer {
             std::fs::write(dir.join("certs/localhost.key"), key).expect("write the key");
             free_port()
         });
-        let mut p =
-            XmppServer { kind, http_port: free_port(), https_port, dir: dir.clone(), child: None, _temp: Some(TempDir(dir)), launches: 0 };
+        let mut p = XmppServer {
+            kind,
+            http_port: free_port(),
+            https_port,
+            archive_limit: archive_limit.unwrap_or(1_000_000),
+            dir: dir.clone(),
+            child: None,
+            _temp: Some(TempDir(dir)),
+            launches: 0,
+        };
         p.write_config();
         p.launch();
         p
@@ -180,6 +195,7 @@ min_seconds_between_registrations = 0
 modules_enabled = {{ "roster", "saslauth", "disco", "carbons", "pep", "register", "mam", "smacks", "ping", "websocket", "time", "version" }}
 modules_disabled = {{ "s2s" }}
 archive_expires_after = "never"
+storage_archive_item_limit = {archive_limit}
 default_archive_policy = true
 max_archive_query_results = 250
 smacks_hibernation_time = 30
@@ -194,6 +210,7 @@ Component "{MUC_DOMAIN}" "muc"
     max_archive_query_results = 250
 "#,
             port = self.http_port,
+            archive_limit = self.archive_limit,
             https = match self.https_port {
                 None => "https_ports = { }".to_owned(),
                 Some(p) => format!(

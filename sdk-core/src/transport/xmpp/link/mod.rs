@@ -32,6 +32,11 @@ const PAGE: u32 = 250;
 const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 /// ...or as soon as this many stanzas are unacknowledged.
 const ACK_EVERY: usize = 200;
+/// A server may acknowledge a message (XEP-0198 counts it on arrival) before it is archived: the
+/// own archive is read again after this, then after twice as long, up to `POLL_MAX`, until
+/// every acknowledged message has shown up there.
+const POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(20);
+const POLL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The stream session this link runs on.
 pub(super) struct Session {
@@ -109,6 +114,12 @@ pub(super) struct LinkTask {
     ack_requested: bool,
     /// When to send the next `<r/>`.
     ack_due: Option<tokio::time::Instant>,
+    /// When to read the own archive again for messages acknowledged but not seen there yet.
+    poll_due: Option<tokio::time::Instant>,
+    /// How long the next such wait is (doubles while nothing new shows up).
+    poll_delay: std::time::Duration,
+    /// How many acknowledged messages were still unseen at the last read.
+    unseen: usize,
 }
 
 type Flow = Result<(), String>;
@@ -148,6 +159,9 @@ impl LinkTask {
             url,
             ack_requested: false,
             ack_due: None,
+            poll_due: None,
+            poll_delay: POLL_FIRST,
+            unseen: 0,
         }
     }
 
@@ -167,7 +181,15 @@ impl LinkTask {
             Err(e) => e,
             Ok(()) => loop {
                 let ack_due = self.ack_due;
+                let poll_due = self.poll_due;
                 let step = tokio::select! {
+                    _ = tokio::time::sleep_until(poll_due.unwrap_or_else(tokio::time::Instant::now)), if poll_due.is_some() => {
+                        self.poll_due = None;
+                        match self.read_archive(archive::OWN.to_owned(), false).await {
+                            Ok(()) => self.flush().await,
+                            e => e,
+                        }
+                    }
                     _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
                         match self.request_ack().await {
                             Ok(()) => self.flush().await,
@@ -489,6 +511,37 @@ impl LinkTask {
         self.send(&presence).await
     }
 
+    /// After reading the own archive to its end: if messages the server acknowledged are still
+    /// missing there, read it again a little later.
+    fn poll_for_acknowledged(&mut self) {
+        let unseen = self.shared.lock().expect("not poisoned").server_has.len();
+        tracing::trace!(unseen, delay = ?self.poll_delay, "acknowledged messages not yet in the archive");
+        if unseen > 0 && unseen >= self.unseen && self.poll_delay >= POLL_MAX {
+            // Long after their acknowledgement and still not after our position: the server may
+            // have trimmed the archive under us (Prosody keeps 10,000 entries per account by
+            // default). Read its newest entries again.
+            tracing::warn!(unseen, "acknowledged messages are not in the archive after our position; reading its newest entries again");
+            self.re_anchor(archive::OWN);
+            self.poll_delay = POLL_FIRST;
+        }
+        if unseen == 0 {
+            self.poll_delay = POLL_FIRST;
+        } else {
+            // Progress since the last read: start again from the shortest wait.
+            self.poll_delay = if unseen < self.unseen { POLL_FIRST } else { (self.poll_delay * 2).min(POLL_MAX) };
+            self.poll_due = Some(tokio::time::Instant::now() + self.poll_delay);
+        }
+        self.unseen = unseen;
+    }
+
+    /// Forgets where we were in `archive` (keeping its sequence numbers growing): the next read
+    /// takes its newest entries.
+    fn re_anchor(&mut self, archive: &str) {
+        if let Some(p) = self.cursor.archives.get_mut(archive) {
+            p.after = None;
+        }
+    }
+
     /// Starts reading `archive` from the cursor on.
     async fn read_archive(&mut self, archive: String, sync: bool) -> Flow {
         if !sync && !matches!(self.phase, Phase::Live) {
@@ -508,6 +561,7 @@ impl LinkTask {
         let stanza =
             if tail { mam_query_newest(&id, &id, to, None, None, None, limit) } else { mam_query(&id, &id, to, after.as_deref(), PAGE) };
         self.reading.insert(archive.clone());
+        tracing::trace!(%archive, ?after, tail, sync, "reading an archive");
         self.queries.insert(id.clone(), Query { archive, sync, tail, results: Vec::new() });
         self.iqs.insert(id, PendingIq::Query);
         self.send(&stanza).await
@@ -529,6 +583,7 @@ impl LinkTask {
                 let h = e.get_attr("h").and_then(|h| h.parse().ok()).ok_or("<a/> without h")?;
                 self.ack_requested = false;
                 let chat = self.on_server_ack(h);
+                tracing::trace!(h, unacked = self.session.counters.unacked.len(), chat, "acknowledged by the server");
                 self.schedule_ack_request();
                 if chat {
                     self.read_archive(archive::OWN.to_owned(), false).await?;
@@ -733,6 +788,13 @@ impl LinkTask {
         self.reading.remove(&query.archive);
         if fin_iq.get_attr("type") != Some("result") {
             let condition = fin_iq.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
+            if condition == "item-not-found" && !query.tail {
+                // Our position is gone (the server trimmed the archive): start again from its
+                // newest entries; what is read twice is recognised by its archive id.
+                tracing::warn!(archive = %query.archive, "our position in the archive is gone; reading its newest entries again");
+                self.re_anchor(&query.archive);
+                return self.read_archive(query.archive, query.sync).await;
+            }
             if query.archive.is_empty() {
                 return Err(format!("the server refused to read the archive: {condition}"));
             }
@@ -849,6 +911,8 @@ impl LinkTask {
             }
             if !complete || self.cued.remove(&query.archive) {
                 self.read_archive(query.archive, false).await?;
+            } else if query.archive.is_empty() {
+                self.poll_for_acknowledged();
             }
         }
         Ok(())
