@@ -31,6 +31,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod store;
 pub mod transport;

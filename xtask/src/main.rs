@@ -6,9 +6,11 @@
 //! - `cargo xtask test rust|kotlin|swift`: one suite.
 //! - `cargo xtask bindings`: (re)generate the Kotlin and Swift bindings only.
 //! - `cargo xtask bench`: the benchmarks (release mode, loopback), each with its baseline.
+//! - `cargo xtask fuzz [seconds]`: every fuzz target for a bounded time (default 60 s each).
 
 mod bench;
 mod bindings;
+mod fuzz;
 mod suites;
 mod util;
 
@@ -60,6 +62,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("fuzz") => {
+            let seconds = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
+            match fuzz::run_all(&root, seconds) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtask: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("bindings") => match bindings::build_and_generate(&root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -68,7 +80,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: cargo xtask test [rust|kotlin|swift] | cargo xtask bench | cargo xtask bindings");
+            eprintln!("usage: cargo xtask test [rust|kotlin|swift] | cargo xtask bench | cargo xtask fuzz [seconds] | cargo xtask bindings");
             ExitCode::FAILURE
         }
     }
