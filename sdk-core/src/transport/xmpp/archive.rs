@@ -160,6 +160,27 @@ mod tests {
         assert_eq!(c.advance("room@muc", "x", 1), 1);
     }
 
+    proptest::proptest! {
+        /// Any archive names and ids survive the cursor's encoding, and sequence numbers grow
+        /// strictly in every archive whatever stamps the server gives.
+        #[test]
+        fn any_cursor_round_trips_and_sequences_grow(
+            steps in proptest::collection::vec(("[a-z@.% |]{0,12}", "\\PC{1,24}", 0u64..5_000_000), 0..60)
+        ) {
+            let mut c = Cursor::default();
+            let mut last = std::collections::BTreeMap::<String, u64>::new();
+            for (archive, id, stamp) in steps {
+                let seq = c.advance(&archive, &id, stamp);
+                if let Some(prev) = last.get(&archive) {
+                    proptest::prop_assert!(seq > *prev);
+                }
+                proptest::prop_assert!(seq >= stamp);
+                last.insert(archive, seq);
+                proptest::prop_assert_eq!(Cursor::decode(&c.encode()), Some(c.clone()));
+            }
+        }
+    }
+
     #[test]
     fn cursors_round_trip_with_awkward_ids() {
         let mut c = Cursor::default();

@@ -299,6 +299,20 @@ mod tests {
         assert_eq!(back.get_child("origin-id", "urn:xmpp:sid:0").unwrap().get_attr("id"), Some("1"));
     }
 
+    proptest::proptest! {
+        /// Any text and attribute value (XML-legal characters) comes back as it went out.
+        #[test]
+        fn any_text_and_attribute_round_trips(text in "[\\t\\n\\x20-\\u{D7FF}\\u{E000}-\\u{FFFD}]{0,64}", value in "[\\x20-\\u{D7FF}]{0,32}") {
+            let e = Element::new("message", "jabber:client").attr("to", value.clone()).child(Element::new("body", "jabber:client").text(text.clone()));
+            let back = Element::parse(&e.to_xml()).unwrap();
+            // Attribute values are normalised by XML itself: whitespace becomes spaces.
+            proptest::prop_assert_eq!(back.get_attr("to"), Some(value.as_str()));
+            let body = back.get_child("body", "jabber:client").map(Element::text_content).unwrap_or_default();
+            // XML turns a lone \r into \n on input.
+            proptest::prop_assert_eq!(body, text.replace("\r\n", "\n").replace('\r', "\n"));
+        }
+    }
+
     #[test]
     fn refuses_what_is_not_one_clean_element() {
         for bad in [
