@@ -203,6 +203,12 @@ pub struct Link {
     pub incoming: mpsc::Receiver<Incoming>,
 }
 
+/// Bounds a transport's connect (handshake included): a server that accepts and then says
+/// nothing must not hold the engine.
+pub(crate) async fn within(timeout: std::time::Duration, connect: impl Future<Output = Result<Link, TransportError>>) -> Result<Link, TransportError> {
+    tokio::time::timeout(timeout, connect).await.unwrap_or_else(|_| Err(TransportError::Io("connect timed out".into())))
+}
+
 /// A way to reach a server.
 pub trait Transport: Send + Sync + 'static {
     /// Connects and authenticates.

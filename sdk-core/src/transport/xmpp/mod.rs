@@ -152,12 +152,7 @@ impl Transport for XmppTransport {
 
     fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>> {
         let this = self.clone();
-        Box::pin(async move {
-            match tokio::time::timeout(this.connect_timeout, this.open(auth)).await {
-                Ok(r) => r,
-                Err(_) => Err(TransportError::Io("connect timed out".into())),
-            }
-        })
+        Box::pin(async move { crate::transport::within(this.connect_timeout, this.open(auth)).await })
     }
 }
 

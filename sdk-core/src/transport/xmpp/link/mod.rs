@@ -430,7 +430,7 @@ impl LinkTask {
                 let (archive, with) = if room { (Some(conversation.as_str()), None) } else { (None, Some(conversation.as_str())) };
                 // Page by archive id when the cache knows the message; by time otherwise.
                 let end = match (&before_id, before_seq) {
-                    (None, Some(s)) => Some(format_stamp(s.saturating_sub(1))),
+                    (None, Some(s)) => Some(archive::format_stamp(s.saturating_sub(1))),
                     _ => None,
                 };
                 let stanza = mam_query_newest(&id, &query_id, archive, with, end.as_deref(), before_id.as_deref(), limit.clamp(1, PAGE));
@@ -916,37 +916,5 @@ impl LinkTask {
             }
         }
         Ok(())
-    }
-}
-
-/// Microseconds since the epoch as an XEP-0082 date-time.
-fn format_stamp(us: u64) -> String {
-    let secs = (us / 1_000_000) as i64;
-    let micros = us % 1_000_000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_format_and_parse_back() {
-        for us in [0, 1_795_744_083_600_808, 951_782_400_000_001] {
-            assert_eq!(archive::parse_stamp(&format_stamp(us)), Some(us));
-        }
-        assert_eq!(format_stamp(1_795_744_083_600_808), "2026-11-27T01:48:03.600808Z");
     }
 }
