@@ -198,16 +198,37 @@ async fn receipts_reach_the_sender_and_never_go_backwards() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(
-        receipts,
-        vec![(v1::ReceiptKind::Delivered as i32, 3, "bob".into()), (v1::ReceiptKind::Read as i32, 2, "bob".into())]
-    );
+    assert_eq!(receipts, vec![(v1::ReceiptKind::Delivered as i32, 3, "bob".into()), (v1::ReceiptKind::Read as i32, 2, "bob".into())]);
     alice.assert_quiet().await;
     let list = match bob.request(Request::ListConversations(v1::ListConversations {})).await {
         reply::Result::Conversations(l) => l.conversations,
         other => panic!("{other:?}"),
     };
     assert_eq!((list[0].delivered_seq, list[0].read_seq, list[0].last_seq), (3, 2, 3));
+}
+
+/// Messages cross: bob answers (seq 3) before alice's 1 and 2 reach him. His receipt for them,
+/// sent afterwards, must still reach alice: sending moves none of the sender's receipts.
+#[tokio::test]
+async fn a_receipt_for_messages_that_crossed_ones_own_answer_still_reaches_the_sender() {
+    let server = TestServer::with_users(&["alice", "bob"]).await;
+    let url = server.url();
+    let mut alice = Client::login_live(&url, "alice", "phone").await;
+    let mut bob = Client::login(&url, "bob", "phone").await;
+    let dm = alice.direct("bob").await;
+    alice.next_event().await; // membership
+    for i in 1..=2 {
+        alice.send_text(dm.id, &format!("a{i}"), "msg").await;
+    }
+    let answer = bob.send_text(dm.id, "b1", "answer").await;
+    assert_eq!(answer.seq, 3);
+    alice.next_event().await; // bob's answer
+    let mark = v1::MarkReceipt { conversation_id: dm.id, seq: 2 };
+    assert!(matches!(bob.request(Request::MarkDelivered(mark)).await, reply::Result::Ok(_)));
+    match alice.next_event().await.kind {
+        Some(event::Kind::Receipt(r)) => assert_eq!((r.kind, r.seq, r.user.as_str()), (v1::ReceiptKind::Delivered as i32, 2, "bob")),
+        other => panic!("expected bob's receipt, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -291,8 +312,12 @@ async fn group_membership_changes() {
     let mut alice = Client::login(&url, "alice", "phone").await;
     let mut bob = Client::login(&url, "bob", "phone").await;
     let g = alice.group("team", &["bob"]).await;
-    let add = |names: &[&str]| Request::AddMembers(v1::AddMembers { conversation_id: g.id, members: names.iter().map(|s| s.to_string()).collect() });
-    let remove = |names: &[&str]| Request::RemoveMembers(v1::RemoveMembers { conversation_id: g.id, members: names.iter().map(|s| s.to_string()).collect() });
+    let add = |names: &[&str]| {
+        Request::AddMembers(v1::AddMembers { conversation_id: g.id, members: names.iter().map(|s| s.to_string()).collect() })
+    };
+    let remove = |names: &[&str]| {
+        Request::RemoveMembers(v1::RemoveMembers { conversation_id: g.id, members: names.iter().map(|s| s.to_string()).collect() })
+    };
     let after = expect_conversation(bob.request(add(&["carol"])).await);
     assert_eq!(after.members.len(), 3);
     assert_eq!(bob.refused(remove(&["carol"])).await.code(), v1::ErrorCode::Forbidden, "only the owner removes others");
@@ -339,7 +364,8 @@ async fn media_and_custom_bodies_round_trip() {
         })),
     };
     for (id, body) in [("img", image.clone()), ("cus", custom.clone())] {
-        let r = alice.request(Request::SendMessage(v1::SendMessage { client_id: id.into(), conversation_id: dm.id, body: Some(body) })).await;
+        let r =
+            alice.request(Request::SendMessage(v1::SendMessage { client_id: id.into(), conversation_id: dm.id, body: Some(body) })).await;
         assert!(matches!(r, reply::Result::Ack(_)), "{r:?}");
     }
     let mut bob = Client::login(&url, "bob", "phone").await;

@@ -40,8 +40,11 @@ fn next_cursor(conn: &Connection, user: UserId) -> ApiResult<u64> {
 pub fn append_event(conn: &Connection, user: UserId, kind: v1::event::Kind) -> ApiResult<Delivery> {
     let cursor = next_cursor(conn, user)?;
     let event = v1::Event { cursor, kind: Some(kind) };
-    conn.prepare_cached("INSERT INTO inbox (user_id, cursor, event) VALUES (?1, ?2, ?3)")?
-        .execute(params![user, cursor as i64, event.encode_to_vec()])?;
+    conn.prepare_cached("INSERT INTO inbox (user_id, cursor, event) VALUES (?1, ?2, ?3)")?.execute(params![
+        user,
+        cursor as i64,
+        event.encode_to_vec()
+    ])?;
     Ok(Delivery { user, event })
 }
 
@@ -56,9 +59,7 @@ pub fn send(
     now: i64,
 ) -> ApiResult<SendOutcome> {
     let original: Option<(i64, i64, i64, i64)> = conn
-        .prepare_cached(
-            "SELECT id, conversation_id, seq, server_time_ms FROM messages WHERE sender_id = ?1 AND client_id = ?2",
-        )?
+        .prepare_cached("SELECT id, conversation_id, seq, server_time_ms FROM messages WHERE sender_id = ?1 AND client_id = ?2")?
         .query_row(params![me, client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     if let Some((id, conversation_id, seq, server_time_ms)) = original {
@@ -82,11 +83,8 @@ pub fn send(
     )?
     .execute(params![conv, seq, me, client_id, body.encode_to_vec(), now])?;
     let id = conn.last_insert_rowid();
-    // The sender has delivered and read its own message.
-    conn.prepare_cached(
-        "UPDATE members SET read_seq = ?3, delivered_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
-    )?
-    .execute(params![conv, me, seq])?;
+    // Sending does not move the sender's receipts: messages of others may still be on their way
+    // to it (they cross), and a silent jump would swallow its real receipt for them later.
 
     let message = v1::Message {
         server_id: id as u64,
@@ -202,9 +200,8 @@ pub fn history(conn: &Connection, me: UserId, conv: ConversationId, before: u64,
          FROM messages m JOIN users u ON u.id = m.sender_id
          WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
     )?;
-    let mut messages = stmt
-        .query_map(params![conv, before, limit as i64 + 1], |r| message_from_row(r, 0))?
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut messages =
+        stmt.query_map(params![conv, before, limit as i64 + 1], |r| message_from_row(r, 0))?.collect::<Result<Vec<_>, _>>()?;
     let mut has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
     has_more |= truncate_to_frame(&mut messages);
@@ -223,8 +220,7 @@ pub fn receipt(
     now: i64,
 ) -> ApiResult<Vec<Delivery>> {
     let (conv_kind, _) = require_member(conn, conv, me)?;
-    let last_seq: i64 =
-        conn.prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
+    let last_seq: i64 = conn.prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
     let seq = (seq as i64).min(last_seq);
     let sql = match kind {
         v1::ReceiptKind::Read => {
@@ -241,10 +237,7 @@ pub fn receipt(
         return Ok(vec![]);
     }
     let receipt = v1::Receipt { conversation_id: conv as u64, user: me_name.to_owned(), kind: kind as i32, seq: seq as u64, at_ms: now };
-    member_ids(conn, conv)?
-        .into_iter()
-        .map(|user| append_event(conn, user, v1::event::Kind::Receipt(receipt.clone())))
-        .collect()
+    member_ids(conn, conv)?.into_iter().map(|user| append_event(conn, user, v1::event::Kind::Receipt(receipt.clone()))).collect()
 }
 
 /// Checks membership and returns who should see a typing notification (everyone but `me`).
