@@ -111,7 +111,8 @@ impl Engine {
                 outbox.on_refused(&u.client_id, false);
             }
         }
-        let connection = ConnectionMachine::new(config.backoff, config.seed, boot.token.is_some(), boot.username.is_some(), std::time::Instant::now());
+        let connection =
+            ConnectionMachine::new(config.backoff, config.seed, boot.token.is_some(), boot.username.is_some(), std::time::Instant::now());
         Engine {
             connection,
             config,
@@ -235,14 +236,20 @@ impl Engine {
         let SyncStep::Request { since } = self.sync.on_connected() else { unreachable!("a new link always syncs first") };
         self.send_link(Outgoing::Sync { since }).await;
         self.pump_outbox().await;
-        let pending = self.store.call(|c| Ok((conversations::active_rooms(c)?, conversations::unsynced_reads(c)?))).await;
-        if let Ok((rooms, reads)) = pending {
+        let pending = self
+            .store
+            .call(|c| Ok((conversations::active_rooms(c)?, conversations::unsynced_deliveries(c)?, conversations::unsynced_reads(c)?)))
+            .await;
+        if let Ok((rooms, deliveries, reads)) = pending {
             for room in rooms {
                 let (reply, _) = oneshot::channel();
                 self.send_link(Outgoing::Request(Request::JoinRoom { conversation: room, reply })).await;
             }
+            for (conversation, seq) in deliveries {
+                self.send_receipt(conversation, seq, false, None).await;
+            }
             for (conversation, seq) in reads {
-                self.send_read(conversation, seq).await;
+                self.send_receipt(conversation, seq, true, None).await;
             }
         }
     }
@@ -279,20 +286,42 @@ impl Engine {
             return;
         }
         while let Some(entry) = self.outbox.next_to_send() {
-            let send = Outgoing::Send { client_id: entry.client_id.clone(), conversation: entry.conversation.clone(), body: entry.body.clone() };
+            let send =
+                Outgoing::Send { client_id: entry.client_id.clone(), conversation: entry.conversation.clone(), body: entry.body.clone() };
             self.send_link(send).await;
         }
     }
 
-    async fn send_read(&mut self, conversation: String, seq: u64) {
+    /// Sends a delivered (or read) receipt for messages up to `seq`; the store owes it until
+    /// the server's answer, and it is sent again on every new link until then.
+    async fn send_receipt(&mut self, conversation: String, seq: u64, read: bool, message: Option<MessageRef>) {
         let (reply, answer) = oneshot::channel();
-        let lookup = conversation.clone();
-        let message = self.store.call(move |c| messages::reference_at(c, &lookup, seq)).await.ok().flatten();
-        self.send_link(Outgoing::Request(Request::MarkRead { conversation: conversation.clone(), seq, message, reply })).await;
+        let message = match message {
+            Some(m) => Some(m),
+            None => {
+                let lookup = conversation.clone();
+                self.store.call(move |c| messages::reference_at(c, &lookup, seq)).await.ok().flatten()
+            }
+        };
+        let conv = conversation.clone();
+        let request = if read {
+            Request::MarkRead { conversation: conv, seq, message, reply }
+        } else {
+            Request::MarkDelivered { conversation: conv, seq, message, reply }
+        };
+        self.send_link(Outgoing::Request(request)).await;
         let store = self.store.clone();
         tokio::spawn(async move {
             if let Ok(Ok(())) = answer.await {
-                let _ = store.call(move |c| conversations::set_read_synced(c, &conversation, seq)).await;
+                let _ = store
+                    .call(move |c| {
+                        if read {
+                            conversations::set_read_synced(c, &conversation, seq)
+                        } else {
+                            conversations::set_delivered_synced(c, &conversation, seq)
+                        }
+                    })
+                    .await;
             }
         });
     }
@@ -368,7 +397,7 @@ impl Engine {
             self.sync.on_live_committed(cursor, count);
         }
         for (conversation, (seq, message)) in applied.delivered {
-            self.send_link(Outgoing::MarkDelivered { conversation, seq, message: Some(message) }).await;
+            self.send_receipt(conversation, seq, false, Some(message)).await;
         }
         if applied.pause_sends {
             // A retryable refusal (rate limit, server busy): give the server a moment.
@@ -443,7 +472,7 @@ impl Engine {
             }
             Command::MarkRead { conversation, seq } => {
                 if self.link.is_some() {
-                    self.send_read(conversation, seq).await;
+                    self.send_receipt(conversation, seq, true, None).await;
                 }
             }
             Command::Hint(hint) => return self.on_hint(hint),
@@ -625,6 +654,9 @@ fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> Result<Appl
         if let Some(c) = conversations::get(conn, &id)? {
             out.events.push(Event::ConversationChanged(c));
         }
+    }
+    for (conversation, (seq, _)) in &delivered {
+        conversations::owe_delivered(conn, conversation, *seq)?;
     }
     out.delivered = delivered.into_iter().collect();
     Ok(out)

@@ -45,9 +45,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
 }
 
 fn query(conn: &Connection, filter: &str, params: impl rusqlite::Params) -> Result<Vec<Conversation>> {
-    let sql = format!(
-        "{SELECT}, {COLUMNS_M} FROM conversations c LEFT JOIN messages m ON m.id = c.last_message {filter}"
-    );
+    let sql = format!("{SELECT}, {COLUMNS_M} FROM conversations c LEFT JOIN messages m ON m.id = c.last_message {filter}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params, from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -92,15 +90,16 @@ pub fn ensure(conn: &Connection, id: &str, kind: ConversationKind) -> Result<()>
 /// A message was stored: maintain the last message, activity time, sequence and unread count.
 /// Returns false if the conversation is not known yet.
 pub fn on_message(conn: &Connection, conversation: &str, message_id: &str, seq: Option<u64>, unread: bool, at_ms: i64) -> Result<bool> {
-    let changed = conn.prepare_cached(
-        "UPDATE conversations SET
+    let changed = conn
+        .prepare_cached(
+            "UPDATE conversations SET
              last_message = CASE WHEN ?3 IS NULL OR ?3 >= last_seq OR last_message IS NULL THEN ?2 ELSE last_message END,
              last_seq = max(last_seq, coalesce(?3, 0)),
              last_activity_ms = max(last_activity_ms, ?5),
              unread = unread + CASE WHEN ?4 AND ?3 > read_seq THEN 1 ELSE 0 END
          WHERE id = ?1",
-    )?
-    .execute(params![conversation, message_id, seq.map(|s| s as i64), unread, at_ms])?;
+        )?
+        .execute(params![conversation, message_id, seq.map(|s| s as i64), unread, at_ms])?;
     Ok(changed == 1)
 }
 
@@ -143,10 +142,8 @@ pub fn mark_read(conn: &Connection, conversation: &str) -> Result<Option<u64>> {
 
 /// This user read up to `seq` on another device.
 pub fn read_elsewhere(conn: &Connection, conversation: &str, seq: u64) -> Result<bool> {
-    let previous: Option<i64> = conn
-        .prepare_cached("SELECT read_seq FROM conversations WHERE id = ?1")?
-        .query_row([conversation], |r| r.get(0))
-        .optional()?;
+    let previous: Option<i64> =
+        conn.prepare_cached("SELECT read_seq FROM conversations WHERE id = ?1")?.query_row([conversation], |r| r.get(0)).optional()?;
     match previous {
         Some(previous) if (previous as u64) < seq => {
             conn.prepare_cached("UPDATE conversations SET read_seq = ?2 WHERE id = ?1")?.execute(params![conversation, seq as i64])?;
@@ -156,6 +153,27 @@ pub fn read_elsewhere(conn: &Connection, conversation: &str, seq: u64) -> Result
         }
         _ => Ok(false),
     }
+}
+
+/// Messages from others up to `seq` reached this device: a delivered receipt is owed until
+/// [`set_delivered_synced`] (in the same transaction as the messages).
+pub fn owe_delivered(conn: &Connection, conversation: &str, seq: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE conversations SET delivered_seq = ?2, delivered_synced = 0 WHERE id = ?1 AND delivered_seq < ?2")?
+        .execute(params![conversation, seq as i64])?;
+    Ok(())
+}
+
+/// Delivered receipts not yet confirmed by the server.
+pub fn unsynced_deliveries(conn: &Connection) -> Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, delivered_seq FROM conversations WHERE delivered_synced = 0")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn set_delivered_synced(conn: &Connection, conversation: &str, seq: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE conversations SET delivered_synced = 1 WHERE id = ?1 AND delivered_seq <= ?2")?
+        .execute(params![conversation, seq as i64])?;
+    Ok(())
 }
 
 /// Read markers not yet confirmed by the server.

@@ -16,10 +16,10 @@ pub fn message_id(sender: &str, client_id: &str) -> String {
 }
 
 /// Message columns, prefixed with `m.`, in the order `from_row_at` reads them.
-pub const COLUMNS_M: &str =
-    "m.id, m.conversation_id, m.sender, m.client_id, m.server_id, m.seq, m.body, m.state, m.failure, m.failure_retryable, m.outgoing, m.timestamp_ms";
+pub const COLUMNS_M: &str = "m.id, m.conversation_id, m.sender, m.client_id, m.server_id, m.seq, m.body, m.state, m.failure, m.failure_retryable, m.outgoing, m.timestamp_ms";
 /// The same columns unqualified (for RETURNING clauses).
-const COLUMNS: &str = "id, conversation_id, sender, client_id, server_id, seq, body, state, failure, failure_retryable, outgoing, timestamp_ms";
+const COLUMNS: &str =
+    "id, conversation_id, sender, client_id, server_id, seq, body, state, failure, failure_retryable, outgoing, timestamp_ms";
 
 pub(crate) fn from_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Message> {
     let body: Vec<u8> = r.get(at + 6)?;
@@ -110,13 +110,17 @@ pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
     Ok(rows)
 }
 
-/// The server acknowledged one of our messages: it is Sent (unless a receipt already moved it
-/// further) and leaves the outbox. `None` if unknown (cancelled meanwhile).
+/// The server acknowledged one of our messages: it is Sent and leaves the outbox. A receipt may
+/// have arrived first (after a lost ack the resend's ack can come after the receipts synced on
+/// reconnect): a message at or below the receipts already seen is Delivered or Read at once.
+/// `None` if unknown (cancelled meanwhile).
 pub fn apply_ack(conn: &Connection, me: &str, client_id: &str, server_id: &str, seq: u64, server_time_ms: i64) -> Result<Option<Message>> {
     let id = message_id(me, client_id);
     let sql = format!(
         "UPDATE messages SET server_id = ?2, seq = ?3, failure = NULL,
-             state = CASE WHEN state IN (0, 1, 5) THEN 2 ELSE state END
+             state = CASE WHEN state IN (0, 1, 5) THEN coalesce(
+                 (SELECT CASE WHEN ?3 <= peer_read_seq THEN 4 WHEN ?3 <= peer_delivered_seq THEN 3 END
+                  FROM conversations WHERE id = messages.conversation_id), 2) ELSE state END
          WHERE id = ?1 AND (server_id IS NULL OR state IN (0, 1, 5)) RETURNING {COLUMNS}"
     );
     let message = conn.prepare_cached(&sql)?.query_row(params![id, server_id, seq as i64], |r| from_row_at(r, 0)).optional()?;
@@ -158,7 +162,18 @@ pub fn apply_remote(conn: &Connection, me: &str, m: &RemoteMessage, kind_if_new:
             "INSERT INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
         )?
-        .execute(params![id, m.conversation, m.sender, m.client_id, m.server_id, m.seq as i64, encode_body(&m.body), state.code(), outgoing, m.server_time_ms])?;
+        .execute(params![
+            id,
+            m.conversation,
+            m.sender,
+            m.client_id,
+            m.server_id,
+            m.seq as i64,
+            encode_body(&m.body),
+            state.code(),
+            outgoing,
+            m.server_time_ms
+        ])?;
     if inserted == 0 {
         // Known already: a replay (no-op), or our own pending echo confirmed by the server.
         let known: Option<Option<String>> =
@@ -248,8 +263,10 @@ pub fn server_id_at(conn: &Connection, conversation: &str, seq: u64) -> Result<O
 
 /// Incoming messages in (`from`, `to`] become Read.
 pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, from: u64, to: u64) -> Result<()> {
-    conn.prepare_cached("UPDATE messages SET state = 4 WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND outgoing = 0 AND state = 3")?
-        .execute(params![conversation, from as i64, to as i64])?;
+    conn.prepare_cached(
+        "UPDATE messages SET state = 4 WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND outgoing = 0 AND state = 3",
+    )?
+    .execute(params![conversation, from as i64, to as i64])?;
     Ok(())
 }
 
@@ -297,4 +314,52 @@ pub fn retry_failed(conn: &Connection, me: &str, client_id: &str) -> Result<Mess
     conn.prepare_cached("UPDATE messages SET state = 0, failure = NULL WHERE id = ?1 AND state = 5")?.execute([&id])?;
     conn.prepare_cached("UPDATE outbox SET failed = 0 WHERE client_id = ?1")?.execute([client_id])?;
     require(conn, &id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema;
+
+    fn store() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&mut conn, 0, schema::VERSION).unwrap();
+        conversations::ensure(&conn, "c", ConversationKind::Direct).unwrap();
+        conn
+    }
+
+    /// After a lost ack the resend's ack can arrive after the peer's receipt (synced first on
+    /// reconnect): the message must not stay at Sent.
+    #[test]
+    fn an_ack_after_the_peers_receipt_lands_delivered_or_read() {
+        let conn = store();
+        for id in ["m1", "m2", "m3"] {
+            insert_outgoing(&conn, "me", "c", id, &Body::Text(id.into()), 0).unwrap();
+        }
+        assert!(apply_receipt(&conn, "c", 1, true).unwrap().is_empty(), "nothing acknowledged yet");
+        assert!(apply_receipt(&conn, "c", 2, false).unwrap().is_empty());
+        let states: Vec<MessageState> = [("m1", 1), ("m2", 2), ("m3", 3)]
+            .iter()
+            .map(|(id, seq)| apply_ack(&conn, "me", id, &format!("s{seq}"), *seq, 0).unwrap().unwrap().state)
+            .collect();
+        assert_eq!(states, [MessageState::Read, MessageState::Delivered, MessageState::Sent]);
+    }
+
+    /// A delivered receipt is owed from the moment the messages are stored until the server
+    /// confirms it, so one lost with a connection is sent again.
+    #[test]
+    fn a_delivered_receipt_is_owed_until_confirmed() {
+        let conn = store();
+        conversations::owe_delivered(&conn, "c", 4).unwrap();
+        assert_eq!(conversations::unsynced_deliveries(&conn).unwrap(), [("c".to_string(), 4)]);
+        conversations::owe_delivered(&conn, "c", 7).unwrap();
+        conversations::set_delivered_synced(&conn, "c", 4).unwrap();
+        assert_eq!(
+            conversations::unsynced_deliveries(&conn).unwrap(),
+            [("c".to_string(), 7)],
+            "an older confirmation settles nothing newer"
+        );
+        conversations::set_delivered_synced(&conn, "c", 7).unwrap();
+        assert!(conversations::unsynced_deliveries(&conn).unwrap().is_empty());
+    }
 }

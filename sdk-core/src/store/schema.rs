@@ -56,6 +56,12 @@ ALTER TABLE messages ADD COLUMN failure_retryable INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE conversations ADD COLUMN peer_delivered_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE conversations ADD COLUMN peer_read_seq INTEGER NOT NULL DEFAULT 0;
 "#,
+    // v4: the delivered receipt this device owes, kept until the server confirms it (a receipt
+    // lost with a dropped connection would leave the sender's message at Sent for good).
+    r#"
+ALTER TABLE conversations ADD COLUMN delivered_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN delivered_synced INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -7,8 +7,8 @@
 //! by implementing this module's types, without touching the engine.
 
 pub mod native;
-pub mod xmpp;
 pub mod tls;
+pub mod xmpp;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -105,8 +105,18 @@ pub enum RemoteEventKind {
     /// Messages up to `seq` reached `user`. A protocol whose receipts name a message instead
     /// (XMPP markers) gives `seq: 0` and `message`, the server or client id; the engine finds
     /// its position in the store.
-    Receipt { conversation: ConversationId, user: String, kind: ReceiptKind, seq: u64, message: Option<String> },
-    Membership { conversation: RemoteConversation, added: Vec<String>, removed: Vec<String> },
+    Receipt {
+        conversation: ConversationId,
+        user: String,
+        kind: ReceiptKind,
+        seq: u64,
+        message: Option<String>,
+    },
+    Membership {
+        conversation: RemoteConversation,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,19 +142,66 @@ pub struct MessageRef {
 
 /// Requests that get exactly one answer.
 pub enum Request {
-    CreateDirect { peer: String, reply: Reply<RemoteConversation> },
-    CreateGroup { title: String, members: Vec<String>, reply: Reply<RemoteConversation> },
-    AddMembers { conversation: ConversationId, members: Vec<String>, reply: Reply<RemoteConversation> },
-    RemoveMembers { conversation: ConversationId, members: Vec<String>, reply: Reply<RemoteConversation> },
-    ListConversations { reply: Reply<Vec<RemoteConversation>> },
-    CreateRoom { title: String, reply: Reply<RemoteConversation> },
-    JoinRoom { conversation: ConversationId, reply: Reply<RemoteConversation> },
-    LeaveRoom { conversation: ConversationId, reply: Reply<()> },
+    CreateDirect {
+        peer: String,
+        reply: Reply<RemoteConversation>,
+    },
+    CreateGroup {
+        title: String,
+        members: Vec<String>,
+        reply: Reply<RemoteConversation>,
+    },
+    AddMembers {
+        conversation: ConversationId,
+        members: Vec<String>,
+        reply: Reply<RemoteConversation>,
+    },
+    RemoveMembers {
+        conversation: ConversationId,
+        members: Vec<String>,
+        reply: Reply<RemoteConversation>,
+    },
+    ListConversations {
+        reply: Reply<Vec<RemoteConversation>>,
+    },
+    CreateRoom {
+        title: String,
+        reply: Reply<RemoteConversation>,
+    },
+    JoinRoom {
+        conversation: ConversationId,
+        reply: Reply<RemoteConversation>,
+    },
+    LeaveRoom {
+        conversation: ConversationId,
+        reply: Reply<()>,
+    },
     /// Messages before `before_seq`, newest first; `before_id` is the server id of the message
     /// at `before_seq` when the cache has it (XMPP pages by archive id, not by number).
-    History { conversation: ConversationId, before_seq: Option<u64>, before_id: Option<String>, limit: u32, reply: Reply<HistoryPage> },
-    MarkRead { conversation: ConversationId, seq: u64, message: Option<MessageRef>, reply: Reply<()> },
-    Logout { reply: Reply<()> },
+    History {
+        conversation: ConversationId,
+        before_seq: Option<u64>,
+        before_id: Option<String>,
+        limit: u32,
+        reply: Reply<HistoryPage>,
+    },
+    /// Messages from others up to `seq` reached this device; answered once the server has it,
+    /// so the engine can send it again after a reconnect until it is.
+    MarkDelivered {
+        conversation: ConversationId,
+        seq: u64,
+        message: Option<MessageRef>,
+        reply: Reply<()>,
+    },
+    MarkRead {
+        conversation: ConversationId,
+        seq: u64,
+        message: Option<MessageRef>,
+        reply: Reply<()>,
+    },
+    Logout {
+        reply: Reply<()>,
+    },
 }
 
 impl Request {
@@ -159,23 +216,35 @@ impl Request {
             | Request::JoinRoom { reply, .. } => drop(reply.send(Err(error))),
             Request::ListConversations { reply } => drop(reply.send(Err(error))),
             Request::History { reply, .. } => drop(reply.send(Err(error))),
-            Request::LeaveRoom { reply, .. } | Request::MarkRead { reply, .. } | Request::Logout { reply } => {
-                drop(reply.send(Err(error)))
-            }
+            Request::LeaveRoom { reply, .. }
+            | Request::MarkDelivered { reply, .. }
+            | Request::MarkRead { reply, .. }
+            | Request::Logout { reply } => drop(reply.send(Err(error))),
         }
     }
 }
 
 /// From the engine to the transport.
 pub enum Outgoing {
-    Send { client_id: String, conversation: ConversationId, body: Body },
+    Send {
+        client_id: String,
+        conversation: ConversationId,
+        body: Body,
+    },
     /// Everything up to this cursor is committed locally.
     AckCursor(String),
     /// Events after `since`; answered with `Incoming::SyncPage`.
-    Sync { since: Option<String> },
-    MarkDelivered { conversation: ConversationId, seq: u64, message: Option<MessageRef> },
-    Typing { conversation: ConversationId, active: bool },
-    SetPresence { presence: Presence, status: String },
+    Sync {
+        since: Option<String>,
+    },
+    Typing {
+        conversation: ConversationId,
+        active: bool,
+    },
+    SetPresence {
+        presence: Presence,
+        status: String,
+    },
     Ping,
     Request(Request),
     /// The app is shutting down: end the session cleanly (the server may tell others we left).
@@ -185,14 +254,36 @@ pub enum Outgoing {
 /// From the transport to the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    Acked { client_id: String, server_id: String, conversation: ConversationId, seq: u64, server_time_ms: i64 },
-    Refused { client_id: String, code: String, message: String, retryable: bool },
-    SyncPage { events: Vec<RemoteEvent>, has_more: bool },
+    Acked {
+        client_id: String,
+        server_id: String,
+        conversation: ConversationId,
+        seq: u64,
+        server_time_ms: i64,
+    },
+    Refused {
+        client_id: String,
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    SyncPage {
+        events: Vec<RemoteEvent>,
+        has_more: bool,
+    },
     Live(RemoteEvent),
     /// A chat-room message (not in the inbox).
     RoomMessage(RemoteMessage),
-    Typing { conversation: ConversationId, user: String, active: bool },
-    Presence { user: String, presence: Presence, status: String },
+    Typing {
+        conversation: ConversationId,
+        user: String,
+        active: bool,
+    },
+    Presence {
+        user: String,
+        presence: Presence,
+        status: String,
+    },
     Pong,
 }
 
@@ -205,7 +296,10 @@ pub struct Link {
 
 /// Bounds a transport's connect (handshake included): a server that accepts and then says
 /// nothing must not hold the engine.
-pub(crate) async fn within(timeout: std::time::Duration, connect: impl Future<Output = Result<Link, TransportError>>) -> Result<Link, TransportError> {
+pub(crate) async fn within(
+    timeout: std::time::Duration,
+    connect: impl Future<Output = Result<Link, TransportError>>,
+) -> Result<Link, TransportError> {
     tokio::time::timeout(timeout, connect).await.unwrap_or_else(|_| Err(TransportError::Io("connect timed out".into())))
 }
 

@@ -102,7 +102,11 @@ impl NativeTransport {
         )
         .await
         .map_err(|e| TransportError::Io(e.to_string()))?;
-        let hello = Req::Hello(v1::Hello { min_version: PROTOCOL_VERSION, max_version: PROTOCOL_VERSION, client: concat!("missive/", env!("CARGO_PKG_VERSION")).into() });
+        let hello = Req::Hello(v1::Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            client: concat!("missive/", env!("CARGO_PKG_VERSION")).into(),
+        });
         send_frame(&mut ws, 1, hello).await?;
         let rate = match handshake_reply(&mut ws, 1).await? {
             Res::Hello(h) => h.limits.map_or(0, |l| l.requests_per_second),
@@ -234,16 +238,17 @@ impl LinkTask {
         self.next_id += 1;
         let (request, pending) = match command {
             Outgoing::Send { client_id, conversation, body } => (
-                Req::SendMessage(v1::SendMessage { client_id: client_id.clone(), conversation_id: id_number(&conversation), body: Some(body_to_proto(&body)) }),
+                Req::SendMessage(v1::SendMessage {
+                    client_id: client_id.clone(),
+                    conversation_id: id_number(&conversation),
+                    body: Some(body_to_proto(&body)),
+                }),
                 Pending::Send(client_id),
             ),
             Outgoing::AckCursor(cursor) => (Req::AckCursor(v1::AckCursor { cursor: id_number(&cursor) }), Pending::Quiet),
             Outgoing::Sync { since } => {
                 let since = since.map_or(0, |s| id_number(&s));
                 (Req::Sync(v1::SyncRequest { since, limit: missive_proto::MAX_PAGE_SIZE }), Pending::Sync)
-            }
-            Outgoing::MarkDelivered { conversation, seq, .. } => {
-                (Req::MarkDelivered(v1::MarkReceipt { conversation_id: id_number(&conversation), seq }), Pending::Quiet)
             }
             Outgoing::Typing { conversation, active } => {
                 (Req::Typing(v1::Typing { conversation_id: id_number(&conversation), active }), Pending::Quiet)
@@ -261,7 +266,9 @@ impl LinkTask {
             Outgoing::Request(request) => {
                 let wire = match &request {
                     Request::CreateDirect { peer, .. } => Req::CreateDirect(v1::CreateDirect { peer: peer.clone() }),
-                    Request::CreateGroup { title, members, .. } => Req::CreateGroup(v1::CreateGroup { title: title.clone(), members: members.clone() }),
+                    Request::CreateGroup { title, members, .. } => {
+                        Req::CreateGroup(v1::CreateGroup { title: title.clone(), members: members.clone() })
+                    }
                     Request::AddMembers { conversation, members, .. } => {
                         Req::AddMembers(v1::AddMembers { conversation_id: id_number(conversation), members: members.clone() })
                     }
@@ -277,7 +284,12 @@ impl LinkTask {
                         before_seq: before_seq.unwrap_or(0),
                         limit: *limit,
                     }),
-                    Request::MarkRead { conversation, seq, .. } => Req::MarkRead(v1::MarkReceipt { conversation_id: id_number(conversation), seq: *seq }),
+                    Request::MarkDelivered { conversation, seq, .. } => {
+                        Req::MarkDelivered(v1::MarkReceipt { conversation_id: id_number(conversation), seq: *seq })
+                    }
+                    Request::MarkRead { conversation, seq, .. } => {
+                        Req::MarkRead(v1::MarkReceipt { conversation_id: id_number(conversation), seq: *seq })
+                    }
                     Request::Logout { .. } => Req::Logout(v1::Logout {}),
                 };
                 (wire, Pending::Request(request))
@@ -342,7 +354,13 @@ impl LinkTask {
                 .await
             }
             (Pending::Send(client_id), Res::Error(e)) => {
-                self.emit(Incoming::Refused { client_id, code: e.code().as_str_name().to_owned(), message: e.message, retryable: e.retryable }).await
+                self.emit(Incoming::Refused {
+                    client_id,
+                    code: e.code().as_str_name().to_owned(),
+                    message: e.message,
+                    retryable: e.retryable,
+                })
+                .await
             }
             (Pending::Sync, Res::Sync(page)) => {
                 let events = page.events.into_iter().filter_map(convert_event).collect();
@@ -373,7 +391,14 @@ fn kind_from_proto(kind: i32) -> ConversationKind {
 }
 
 fn convert_conversation(c: v1::Conversation) -> RemoteConversation {
-    RemoteConversation { id: c.id.to_string(), kind: kind_from_proto(c.kind), title: c.title, members: c.members, last_seq: c.last_seq, read_seq: c.read_seq }
+    RemoteConversation {
+        id: c.id.to_string(),
+        kind: kind_from_proto(c.kind),
+        title: c.title,
+        members: c.members,
+        last_seq: c.last_seq,
+        read_seq: c.read_seq,
+    }
 }
 
 fn convert_message(m: v1::Message) -> Option<RemoteMessage> {
@@ -387,7 +412,11 @@ fn convert_message(m: v1::Message) -> Option<RemoteMessage> {
         seq: m.seq,
         sender: m.sender,
         client_id: m.client_id,
-        body: body.unwrap_or(crate::model::Body::Custom { kind: "missive.unsupported".into(), payload: vec![], metadata: Default::default() }),
+        body: body.unwrap_or(crate::model::Body::Custom {
+            kind: "missive.unsupported".into(),
+            payload: vec![],
+            metadata: Default::default(),
+        }),
         server_time_ms: m.server_time_ms,
     })
 }
@@ -403,13 +432,17 @@ fn convert_event(e: v1::Event) -> Option<RemoteEvent> {
             seq: r.seq,
             message: None,
         },
-        Some(v1::event::Kind::Membership(m)) => RemoteEventKind::Membership {
-            conversation: convert_conversation(m.conversation?),
-            added: m.added,
-            removed: m.removed,
-        },
+        Some(v1::event::Kind::Membership(m)) => {
+            RemoteEventKind::Membership { conversation: convert_conversation(m.conversation?), added: m.added, removed: m.removed }
+        }
         // An event kind from a newer server: keep the cursor moving with a no-op.
-        None => RemoteEventKind::Receipt { conversation: String::new(), user: String::new(), kind: ReceiptKind::Delivered, seq: 0, message: None },
+        None => RemoteEventKind::Receipt {
+            conversation: String::new(),
+            user: String::new(),
+            kind: ReceiptKind::Delivered,
+            seq: 0,
+            message: None,
+        },
     };
     Some(RemoteEvent { cursor, kind })
 }
@@ -439,11 +472,16 @@ fn answer(request: Request, result: Res) {
         }
         Request::History { reply, .. } => {
             let _ = reply.send(match result {
-                Res::History(h) => Ok(HistoryPage { messages: h.messages.into_iter().filter_map(convert_message).collect(), has_more: h.has_more }),
+                Res::History(h) => {
+                    Ok(HistoryPage { messages: h.messages.into_iter().filter_map(convert_message).collect(), has_more: h.has_more })
+                }
                 other => Err(err(other)),
             });
         }
-        Request::LeaveRoom { reply, .. } | Request::MarkRead { reply, .. } | Request::Logout { reply } => {
+        Request::LeaveRoom { reply, .. }
+        | Request::MarkDelivered { reply, .. }
+        | Request::MarkRead { reply, .. }
+        | Request::Logout { reply } => {
             let _ = reply.send(match result {
                 Res::Ok(_) => Ok(()),
                 other => Err(err(other)),

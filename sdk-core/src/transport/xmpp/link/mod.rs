@@ -319,23 +319,6 @@ impl LinkTask {
             }
             Outgoing::AckCursor(_) => {}
             Outgoing::Sync { since } => self.on_sync(since).await?,
-            Outgoing::MarkDelivered { conversation, message: Some(m), .. } => {
-                // XEP-0184 for 1:1 (what other clients understand), a marker in groups.
-                let stanza = if self.is_room(&conversation) {
-                    marker(&conversation, true, ReceiptKind::Delivered, m.server_id.as_deref().unwrap_or(&m.client_id))
-                } else {
-                    Element::new("message", NS_CLIENT)
-                        .attr("to", &conversation)
-                        .attr("type", "chat")
-                        .attr("id", uuid::Uuid::now_v7().to_string())
-                        .child(Element::new("received", NS_RECEIPTS).attr("id", &m.client_id))
-                        // Archived, so the sender learns of it even if offline now (ejabberd keeps
-                        // bodiless messages only when asked).
-                        .child(Element::new("store", NS_HINTS))
-                };
-                self.send(&stanza).await?;
-            }
-            Outgoing::MarkDelivered { .. } => {}
             Outgoing::Typing { conversation, active } => {
                 let room = self.is_room(&conversation);
                 self.send(&chat_state(&conversation, room, active)).await?;
@@ -437,6 +420,25 @@ impl LinkTask {
                 self.queries.insert(query_id, Query { archive: conversation.clone(), sync: false, tail: false, results: Vec::new() });
                 self.iqs.insert(id, PendingIq::History { conversation, below: before_seq.unwrap_or(u64::MAX), reply });
                 self.send(&stanza).await?;
+            }
+            Request::MarkDelivered { conversation, message: reference, reply, .. } => {
+                if let Some(m) = reference {
+                    // XEP-0184 for 1:1 (what other clients understand), a marker in groups.
+                    let stanza = if self.is_room(&conversation) {
+                        marker(&conversation, true, ReceiptKind::Delivered, m.server_id.as_deref().unwrap_or(&m.client_id))
+                    } else {
+                        Element::new("message", NS_CLIENT)
+                            .attr("to", &conversation)
+                            .attr("type", "chat")
+                            .attr("id", uuid::Uuid::now_v7().to_string())
+                            .child(Element::new("received", NS_RECEIPTS).attr("id", &m.client_id))
+                            // Archived, so the sender learns of it even if offline now (ejabberd keeps
+                            // bodiless messages only when asked).
+                            .child(Element::new("store", NS_HINTS))
+                    };
+                    self.send(&stanza).await?;
+                }
+                let _ = reply.send(Ok(()));
             }
             Request::MarkRead { conversation, message: reference, reply, .. } => {
                 if let Some(m) = reference {
