@@ -21,6 +21,7 @@
 
 pub mod baseline;
 pub mod interop;
+pub mod toxiproxy;
 pub mod xmpp;
 
 use std::fmt;
