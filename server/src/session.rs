@@ -17,14 +17,14 @@ use missive_proto::{CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION, close, codec}
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Error as WsError;
 
+use crate::Ctx;
 use crate::handlers::{self, Identity};
 use crate::hub::{ConnId, Outbound, Peer};
 use crate::ratelimit::TokenBucket;
-use crate::Ctx;
 
 /// Malformed frames tolerated on one connection before it is closed.
 const MAX_MALFORMED: u32 = 10;
@@ -97,6 +97,7 @@ where
         phase: Phase::AwaitHello,
         bucket: TokenBucket::new(limits.requests_per_second, limits.burst, Instant::now()),
         limited_in_a_row: 0,
+        held_sends: HeldSends::default(),
         malformed: 0,
     };
     let started = tokio::time::Instant::now();
@@ -112,9 +113,7 @@ where
             next = tokio::time::timeout_at(deadline, frames.next()) => next,
         };
         let message = match next {
-            Err(_) => {
-                break Some(if matches!(conn.phase, Phase::Authenticated(_)) { close::IDLE_TIMEOUT } else { close::AUTH_TIMEOUT })
-            }
+            Err(_) => break Some(if matches!(conn.phase, Phase::Authenticated(_)) { close::IDLE_TIMEOUT } else { close::AUTH_TIMEOUT }),
             Ok(None) => break None,
             Ok(Some(Err(WsError::Capacity(e)))) => {
                 tracing::debug!(conn_id, error = %e, "oversize frame");
@@ -187,7 +186,57 @@ pub(crate) struct Connection {
     pub phase: Phase,
     bucket: TokenBucket,
     limited_in_a_row: u32,
+    held_sends: HeldSends,
     malformed: u32,
+}
+
+/// Keeps a connection's messages in order across rate-limit refusals: once a send is refused,
+/// only the oldest refused message may be accepted next, and the sends after it are refused too
+/// (retryable), so a pipelined later message cannot overtake an earlier one. The client sends
+/// again oldest first. A refused message that never comes again (cancelled by the app) stops
+/// holding the others after `SEND_HOLD`.
+#[derive(Default)]
+struct HeldSends {
+    refused: std::collections::VecDeque<String>,
+    since: Option<Instant>,
+}
+
+const SEND_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+/// More refused messages than any client window: the client is not resending; forget them.
+const MAX_HELD: usize = 4096;
+
+impl HeldSends {
+    fn refuse(&mut self, client_id: &str, now: Instant) {
+        if self.refused.len() >= MAX_HELD {
+            self.refused.clear();
+        }
+        if !self.refused.iter().any(|c| c == client_id) {
+            self.refused.push_back(client_id.to_owned());
+        }
+        self.since.get_or_insert(now);
+    }
+
+    /// Whether `client_id` may be accepted now (the oldest refused one, or none held).
+    fn admit(&mut self, client_id: &str, now: Instant) -> bool {
+        if self.since.is_some_and(|since| now >= since + SEND_HOLD) {
+            self.refused.clear();
+        }
+        match self.refused.front() {
+            None => {
+                self.since = None;
+                true
+            }
+            Some(first) if first == client_id => {
+                self.refused.pop_front();
+                self.since = (!self.refused.is_empty()).then_some(now);
+                true
+            }
+            Some(_) => {
+                self.refuse(client_id, now);
+                false
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -205,10 +254,18 @@ impl Connection {
             }
         };
         let rid = frame.request_id;
-        if let Err(wait) = self.bucket.try_take(Instant::now()) {
+        let now = Instant::now();
+        let sending = match &frame.request {
+            Some(Request::SendMessage(m)) => Some(m.client_id.as_str()),
+            _ => None,
+        };
+        if let Err(wait) = self.bucket.try_take(now) {
             self.limited_in_a_row += 1;
             if self.limited_in_a_row > self.ctx.config.limits.burst {
                 return Flow::Close(close::FLOOD);
+            }
+            if let Some(client_id) = sending {
+                self.held_sends.refuse(client_id, now);
             }
             let mut error = v1::Error::new(ErrorCode::RateLimited, "too many requests; slow down");
             error.retry_after_ms = wait.as_millis().max(1) as u32;
@@ -216,6 +273,14 @@ impl Connection {
             return Flow::Continue;
         }
         self.limited_in_a_row = 0;
+        if let Some(client_id) = sending {
+            if !self.held_sends.admit(client_id, now) {
+                let mut error = v1::Error::new(ErrorCode::RateLimited, "an earlier message was refused; send it first");
+                error.retry_after_ms = 1;
+                self.peer.error(rid, error);
+                return Flow::Continue;
+            }
+        }
         let Some(request) = frame.request else {
             self.peer.error(rid, v1::Error::new(ErrorCode::UnknownRequest, "unknown request kind"));
             return Flow::Continue;
@@ -231,10 +296,8 @@ impl Connection {
                     self.phase = Phase::AwaitAuth { failed_logins: 0 };
                     Flow::Continue
                 } else {
-                    let msg = format!(
-                        "client speaks versions {}..={}, server speaks {PROTOCOL_VERSION}",
-                        hello.min_version, hello.max_version
-                    );
+                    let msg =
+                        format!("client speaks versions {}..={}, server speaks {PROTOCOL_VERSION}", hello.min_version, hello.max_version);
                     self.peer.error(rid, v1::Error::new(ErrorCode::UnsupportedVersion, msg));
                     Flow::Close(close::PROTOCOL_ERROR)
                 }

@@ -88,7 +88,10 @@ async fn no_access_to_conversations_of_others() {
     let e = eve.refused(send_text(9_999, "e2", "nowhere")).await;
     assert_eq!(e.code(), ErrorCode::NotFound);
     // A 1:1 conversation cannot gain members, and a room join only works on rooms.
-    assert_eq!(alice.refused(Request::AddMembers(v1::AddMembers { conversation_id: dm.id, members: vec!["eve".into()] })).await.code(), ErrorCode::InvalidArgument);
+    assert_eq!(
+        alice.refused(Request::AddMembers(v1::AddMembers { conversation_id: dm.id, members: vec!["eve".into()] })).await.code(),
+        ErrorCode::InvalidArgument
+    );
     assert_eq!(eve.refused(Request::JoinRoom(v1::JoinRoom { conversation_id: group.id })).await.code(), ErrorCode::InvalidArgument);
     // Eve's inbox holds nothing of theirs; a cursor beyond her inbox is refused.
     assert!(eve.sync_all(0).await.is_empty());
@@ -163,7 +166,8 @@ async fn unknown_request_and_body_kinds_are_named() {
         other => panic!("{other:?}"),
     }
     // A body kind from a future version decodes as "no kind".
-    let r = Request::SendMessage(v1::SendMessage { client_id: "k".into(), conversation_id: dm.id, body: Some(v1::MessageBody { kind: None }) });
+    let r =
+        Request::SendMessage(v1::SendMessage { client_id: "k".into(), conversation_id: dm.id, body: Some(v1::MessageBody { kind: None }) });
     assert_eq!(alice.refused(r).await.code(), ErrorCode::UnsupportedKind);
 }
 
@@ -218,6 +222,38 @@ async fn floods_are_rate_limited_then_cut_off() {
     }
     assert_eq!(c.closed_with().await, close::FLOOD);
     still_serving(&server.url()).await;
+}
+
+/// A rate-limited send holds back the sends after it on that connection until it is sent
+/// again, so a pipelined later message cannot take its place in the conversation.
+#[tokio::test]
+async fn a_rate_limited_send_is_not_overtaken_by_the_next() {
+    let server = TestServer::start_with(|c| {
+        c.limits.requests_per_second = 50;
+        c.limits.burst = 3;
+    })
+    .await;
+    Client::register(&server.url(), "alice").await;
+    Client::register(&server.url(), "bob").await;
+    let mut c = Client::login(&server.url(), "alice", "phone").await;
+    let dm = c.direct("bob").await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // a full bucket: three tokens
+    c.send(Request::Ping(v1::Ping { nonce: 1 })).await;
+    c.send(Request::Ping(v1::Ping { nonce: 2 })).await;
+    let first = c.send(send_text(dm.id, "m1", "one")).await;
+    let second = c.send(send_text(dm.id, "m2", "two")).await; // no token left
+    assert!(matches!(c.wait_reply(first).await, v1::reply::Result::Ack(_)));
+    assert!(matches!(c.wait_reply(second).await, v1::reply::Result::Error(e) if e.code() == ErrorCode::RateLimited));
+    tokio::time::sleep(Duration::from_millis(100)).await; // tokens again
+    let third = c.send(send_text(dm.id, "m3", "three")).await;
+    match c.wait_reply(third).await {
+        v1::reply::Result::Error(e) => assert!(e.code() == ErrorCode::RateLimited && e.retryable, "{e:?}"),
+        other => panic!("m3 overtook the refused m2: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.send_text(dm.id, "m2", "two").await.seq, 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.send_text(dm.id, "m3", "three").await.seq, 3);
 }
 
 #[tokio::test]

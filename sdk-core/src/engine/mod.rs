@@ -12,6 +12,8 @@ pub mod backoff;
 pub mod connection;
 pub mod outbox;
 pub mod sync;
+#[cfg(test)]
+mod model_test;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
