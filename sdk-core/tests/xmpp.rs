@@ -294,6 +294,32 @@ async fn groups_through_muc_with_an_offline_member_and_a_removal(kind: ServerKin
     assert_eq!(carol.conversation(&group.id).await.unwrap().unwrap().title, "trip", "the title survives the removal");
 }
 
+/// A graceful server restart takes every occupant out of every room (Prosody says so with status
+/// 332): that is no removal from the group. Members join again on their new stream, send to the
+/// group and hear each other, and the group stays active.
+async fn groups_survive_a_server_restart(kind: ServerKind) {
+    let mut server = XmppServer::start(kind);
+    let url = server.url();
+    let alice = registered(&url, "alice", None).await;
+    let bob = registered(&url, "bob", None).await;
+    let mut bob_events = bob.subscribe();
+    let group = alice.create_group("restart", &["bob"]).await.unwrap();
+    wait_for(&mut bob_events, "the invitation", |e| matches!(e, Event::ConversationChanged(c) if c.id == group.id && c.active)).await;
+    let before = alice.send_text(&group.id, "before").await.unwrap();
+    wait_present(&bob, &mut bob_events, &before.id).await;
+    assert!(alice.flush(WAIT).await.unwrap());
+    server.restart();
+    let after = alice.send_text(&group.id, "after").await.unwrap();
+    let answer = bob.send_text(&group.id, "answer").await.unwrap();
+    let mut alice_events = alice.subscribe();
+    wait_present(&bob, &mut bob_events, &after.id).await;
+    wait_present(&alice, &mut alice_events, &answer.id).await;
+    assert!(alice.flush(WAIT).await.unwrap() && bob.flush(WAIT).await.unwrap(), "both sends confirmed by the room's archive");
+    for client in [&alice, &bob] {
+        assert!(client.conversation(&group.id).await.unwrap().unwrap().active, "still a member after the restart");
+    }
+}
+
 async fn chat_rooms_are_live_only_and_echo_confirms_our_sends(kind: ServerKind) {
     let server = XmppServer::start(kind);
     let url = server.url();
@@ -433,6 +459,7 @@ against_both!(
     a_fresh_device_syncs_the_newest_and_pages_back_through_the_archive,
     typing_reaches_the_peer_and_is_not_archived,
     groups_through_muc_with_an_offline_member_and_a_removal,
+    groups_survive_a_server_restart,
     chat_rooms_are_live_only_and_echo_confirms_our_sends,
     presence_is_shared_between_the_two_sides_of_a_direct_chat,
     interop_with_a_third_party_client_both_ways,

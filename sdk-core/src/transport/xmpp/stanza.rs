@@ -135,12 +135,24 @@ pub fn chat_state(to: &str, groupchat: bool, active: bool) -> Element {
 }
 
 /// A XEP-0313 query for up to `max` entries after `after` (from the start when `None`).
-pub fn mam_query(id: &str, query_id: &str, archive: Option<&str>, after: Option<&str>, max: u32) -> Element {
+pub fn mam_query(id: &str, query_id: &str, archive: Option<&str>, after: Option<&str>, start: Option<&str>, max: u32) -> Element {
     let mut set = Element::new("set", NS_RSM).child(Element::new("max", NS_RSM).text(max.to_string()));
     if let Some(after) = after {
         set = set.child(Element::new("after", NS_RSM).text(after));
     }
-    iq("set", id, archive, Element::new("query", NS_MAM).attr("queryid", query_id).child(set))
+    let mut query = Element::new("query", NS_MAM).attr("queryid", query_id);
+    if let Some(start) = start {
+        // Entries archived at or after `start` (XEP-0082), oldest first.
+        const DATA: &str = "jabber:x:data";
+        let field = |var: &str, value: &str| Element::new("field", DATA).attr("var", var).child(Element::new("value", DATA).text(value));
+        query = query.child(
+            Element::new("x", DATA)
+                .attr("type", "submit")
+                .child(field("FORM_TYPE", NS_MAM).attr("type", "hidden"))
+                .child(field("start", start)),
+        );
+    }
+    iq("set", id, archive, query.child(set))
 }
 
 /// A XEP-0313 query for the newest `max` entries, with `with` (a 1:1 peer), archived at or

@@ -120,6 +120,8 @@ pub(super) struct LinkTask {
     poll_delay: std::time::Duration,
     /// How many acknowledged messages were still unseen at the last read.
     unseen: usize,
+    /// The own archive was read again for acknowledged messages it lacks.
+    re_read_for_unseen: bool,
 }
 
 type Flow = Result<(), String>;
@@ -162,6 +164,7 @@ impl LinkTask {
             poll_due: None,
             poll_delay: POLL_FIRST,
             unseen: 0,
+            re_read_for_unseen: false,
         }
     }
 
@@ -514,16 +517,30 @@ impl LinkTask {
     }
 
     /// After reading the own archive to its end: if messages the server acknowledged are still
-    /// missing there, read it again a little later.
-    fn poll_for_acknowledged(&mut self) {
+    /// missing there, read it again a little later. Long after their acknowledgement and still
+    /// not after our position: first read the archive again from our last entry's time (the
+    /// server may have trimmed it under us: Prosody keeps 10,000 entries per account by
+    /// default); if they are still not there, the server lost them (acknowledged, then stopped
+    /// before archiving): the outbox sends them again.
+    async fn poll_for_acknowledged(&mut self) -> Flow {
         let unseen = self.shared.lock().expect("not poisoned").server_has.len();
         tracing::trace!(unseen, delay = ?self.poll_delay, "acknowledged messages not yet in the archive");
         if unseen > 0 && unseen >= self.unseen && self.poll_delay >= POLL_MAX {
-            // Long after their acknowledgement and still not after our position: the server may
-            // have trimmed the archive under us (Prosody keeps 10,000 entries per account by
-            // default). Read its newest entries again.
-            tracing::warn!(unseen, "acknowledged messages are not in the archive after our position; reading its newest entries again");
+            if self.re_read_for_unseen {
+                tracing::warn!(unseen, "acknowledged messages never reached the archive; sending them again");
+                let lost: Vec<String> = self.shared.lock().expect("not poisoned").server_has.drain().collect();
+                for client_id in lost {
+                    let message = "acknowledged by the server but never archived".to_owned();
+                    self.emit(Incoming::Refused { client_id, code: "NOT_ARCHIVED".into(), message, retryable: true }).await?;
+                }
+                self.re_read_for_unseen = false;
+                self.poll_delay = POLL_FIRST;
+                self.unseen = 0;
+                return Ok(());
+            }
+            tracing::warn!(unseen, "acknowledged messages are not in the archive after our position; reading it again from our last entry's time");
             self.re_anchor(archive::OWN);
+            self.re_read_for_unseen = true;
             self.poll_delay = POLL_FIRST;
         }
         if unseen == 0 {
@@ -533,11 +550,16 @@ impl LinkTask {
             self.poll_delay = if unseen < self.unseen { POLL_FIRST } else { (self.poll_delay * 2).min(POLL_MAX) };
             self.poll_due = Some(tokio::time::Instant::now() + self.poll_delay);
         }
+        if unseen < self.unseen || unseen == 0 {
+            self.re_read_for_unseen = false;
+        }
         self.unseen = unseen;
+        Ok(())
     }
 
-    /// Forgets where we were in `archive` (keeping its sequence numbers growing): the next read
-    /// takes its newest entries.
+    /// Forgets the archive id we were at in `archive` but not its time: the next read takes
+    /// every entry archived since our last one (from a second before it), so nothing is skipped;
+    /// what is read twice is recognised by its message id.
     fn re_anchor(&mut self, archive: &str) {
         if let Some(p) = self.cursor.archives.get_mut(archive) {
             p.after = None;
@@ -555,13 +577,19 @@ impl LinkTask {
             return Ok(());
         }
         let id = self.new_id("mam");
-        let after = self.cursor.archives.get(&archive).and_then(|p| p.after.clone());
+        let position = self.cursor.archives.get(&archive);
+        let after = position.and_then(|p| p.after.clone());
+        // Re-anchored (no archive id, but a time): every entry from a second before it on.
+        let start = position.filter(|p| p.after.is_none() && p.last_seq > 0).map(|p| archive::format_stamp(p.last_seq.saturating_sub(1_000_000)));
         let to = (!archive.is_empty()).then_some(archive.as_str());
         // An archive never read: only its newest entries; older ones come as history on demand.
         let limit = self.config.initial_sync_limit;
-        let tail = after.is_none() && limit > 0;
-        let stanza =
-            if tail { mam_query_newest(&id, &id, to, None, None, None, limit) } else { mam_query(&id, &id, to, after.as_deref(), PAGE) };
+        let tail = after.is_none() && start.is_none() && limit > 0;
+        let stanza = if tail {
+            mam_query_newest(&id, &id, to, None, None, None, limit)
+        } else {
+            mam_query(&id, &id, to, after.as_deref(), start.as_deref(), PAGE)
+        };
         self.reading.insert(archive.clone());
         tracing::trace!(%archive, ?after, tail, sync, "reading an archive");
         self.queries.insert(id.clone(), Query { archive, sync, tail, results: Vec::new() });
@@ -639,8 +667,12 @@ impl LinkTask {
         let from = e.get_attr("from").unwrap_or("").to_owned();
         let kind = e.get_attr("type").unwrap_or("normal");
         if kind == "error" {
-            tracing::debug!(%from, condition = %e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default(), "message bounced");
-            return Ok(());
+            let condition = e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
+            tracing::debug!(%from, %condition, "message bounced");
+            return match e.get_attr("id") {
+                Some(client_id) if self.is_room(&from) => self.on_room_bounce(bare(&from).to_owned(), client_id.to_owned(), condition).await,
+                _ => Ok(()),
+            };
         }
         if bare(&from) == self.me && (e.get_child("sent", NS_CARBONS).is_some() || e.get_child("received", NS_CARBONS).is_some()) {
             return self.read_archive(archive::OWN.to_owned(), false).await;
@@ -791,9 +823,9 @@ impl LinkTask {
         if fin_iq.get_attr("type") != Some("result") {
             let condition = fin_iq.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
             if condition == "item-not-found" && !query.tail {
-                // Our position is gone (the server trimmed the archive): start again from its
-                // newest entries; what is read twice is recognised by its archive id.
-                tracing::warn!(archive = %query.archive, "our position in the archive is gone; reading its newest entries again");
+                // Our position is gone (the server trimmed the archive): read again from our last
+                // entry's time.
+                tracing::warn!(archive = %query.archive, "our position in the archive is gone; reading it again from our last entry's time");
                 self.re_anchor(&query.archive);
                 return self.read_archive(query.archive, query.sync).await;
             }
@@ -914,7 +946,7 @@ impl LinkTask {
             if !complete || self.cued.remove(&query.archive) {
                 self.read_archive(query.archive, false).await?;
             } else if query.archive.is_empty() {
-                self.poll_for_acknowledged();
+                self.poll_for_acknowledged().await?;
             }
         }
         Ok(())

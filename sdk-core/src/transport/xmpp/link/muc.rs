@@ -128,6 +128,19 @@ impl LinkTask {
         self.join(&room).await
     }
 
+    /// A room refused one of our messages. `not-acceptable` means we are not (or no longer) in
+    /// it, e.g. after the server restarted the room: join again, and the outbox sends the
+    /// message again after the join. Anything else is a refusal for good.
+    pub(super) async fn on_room_bounce(&mut self, room: String, client_id: String, condition: String) -> Flow {
+        self.shared.lock().expect("not poisoned").server_has.remove(&client_id);
+        let retryable = condition == "not-acceptable";
+        if retryable {
+            self.joined.remove(&room);
+            self.join(&room).await?;
+        }
+        self.emit(Incoming::Refused { client_id, code: "ROOM_REFUSED".into(), message: format!("{room}: {condition}"), retryable }).await
+    }
+
     /// Our own presence in a room (status 110), or an error joining it.
     pub(super) async fn on_room_presence(&mut self, e: &Element) -> Flow {
         let from = e.get_attr("from").unwrap_or("");
@@ -152,9 +165,14 @@ impl LinkTask {
             return Ok(());
         }
         if e.get_attr("type") == Some("unavailable") {
-            // Removed from a group (321: affiliation change, 301: banned) or the room closed.
             self.joined.remove(&room);
-            if self.cursor.archives.remove(&room).is_some() {
+            // Removed from a group (321: affiliation change, 301: banned, 322: members only) or
+            // the room destroyed. Otherwise (332: the server shuts down, 307: kicked, 333: a
+            // technical problem) we are only out of the room, and join it again on the next link
+            // or when a message bounces.
+            let removed = ["301", "321", "322"].iter().any(|code| statuses.contains(code))
+                || e.get_child("x", NS_MUC_USER).is_some_and(|x| x.get_child("destroy", NS_MUC_USER).is_some());
+            if removed && self.cursor.archives.remove(&room).is_some() {
                 let kind = RemoteEventKind::Membership {
                     conversation: group(&room, String::new(), Vec::new()),
                     added: Vec::new(),
