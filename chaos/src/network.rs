@@ -148,7 +148,14 @@ pub async fn run(protocol: Protocol, settings: &Settings) -> Result<Report, Stri
     for client in &clients {
         client.shutdown().await;
     }
-    drop(backend);
+    if std::env::var_os("MISSIVE_CHAOS_KEEP").is_some() {
+        if let Backend::Xmpp(server) = &backend {
+            println!("chaos: keeping Prosody (pid {}) running, and its data", server.pid());
+        }
+        std::mem::forget(backend); // left running, its directory kept, for a look
+    } else {
+        drop(backend);
+    }
     Ok(Report { counts, sent: plan.total(), faults, restarts: restarts.join("; "), seconds: started.elapsed().as_secs_f64() })
 }
 

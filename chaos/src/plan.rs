@@ -183,6 +183,10 @@ pub fn check(plan: &Plan, member: usize, conversation: usize, messages: &[Messag
     }
     counts.found = seen.len();
     counts.lost = expected.len() - counts.found;
+    if counts.lost > 0 && std::env::var_os("MISSIVE_CHAOS_DEBUG").is_some() {
+        let missing: Vec<String> = expected.iter().filter(|k| !seen.contains_key(k)).take(12).map(|&(u, n)| plan.text(u, n)).collect();
+        eprintln!("lost: member {member} conversation {conversation}: {} missing, e.g. {missing:?}", counts.lost);
+    }
     counts
 }
 

@@ -7,9 +7,12 @@
 //! - `cargo xtask bindings`: (re)generate the Kotlin and Swift bindings only.
 //! - `cargo xtask bench`: the benchmarks (release mode, loopback), each with its baseline.
 //! - `cargo xtask fuzz [seconds]`: every fuzz target for a bounded time (default 60 s each).
+//! - `cargo xtask chaos [options]`: the full chaos run (Toxiproxy faults, server restarts,
+//!   process kills), printing the counts; `cargo xtask test` runs the shortened one.
 
 mod bench;
 mod bindings;
+mod chaos;
 mod fuzz;
 mod suites;
 mod util;
@@ -72,6 +75,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("chaos") => match chaos::run_full(&root, &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("bindings") => match bindings::build_and_generate(&root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -80,7 +90,9 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: cargo xtask test [rust|kotlin|swift] | cargo xtask bench | cargo xtask fuzz [seconds] | cargo xtask bindings");
+            eprintln!(
+                "usage: cargo xtask test [rust|kotlin|swift] | cargo xtask bench | cargo xtask fuzz [seconds] | cargo xtask chaos [options] | cargo xtask bindings"
+            );
             ExitCode::FAILURE
         }
     }

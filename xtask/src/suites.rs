@@ -55,7 +55,7 @@ pub fn rust(root: &Path) -> Outcome {
 /// The XMPP transport's tests start real servers: Debian's Prosody and ejabberd. Installing the
 /// packages must not start their system services, so a `policy-rc.d` refusing service starts
 /// is in place for the install (and removed after, if we put it there).
-fn ensure_xmpp_servers() -> Result<(), String> {
+pub fn ensure_xmpp_servers() -> Result<(), String> {
     let missing: Vec<&str> =
         [("prosody", "/usr/bin/prosody"), ("ejabberd", "/usr/sbin/ejabberdctl")].into_iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(p, _)| p).collect();
     if missing.is_empty() {
