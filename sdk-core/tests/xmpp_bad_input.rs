@@ -42,6 +42,12 @@ enum Fault {
     MalformedHandshake,
     /// During the handshake: `<close see-other-uri>` to the given port.
     Redirect(u16),
+    /// Resumes the XEP-0198 session of the previous connection and, once the client asks for
+    /// its archive, replays what the previous stream left unacknowledged: the results and end
+    /// of that stream's archive queries.
+    ResumeWithStaleResults,
+    /// Behaves, then drops the socket once the client sent a message.
+    DropAfterMessage,
 }
 
 #[derive(Default)]
@@ -152,7 +158,10 @@ async fn serve(mut ws: Ws, n: usize, fault: Fault, seen: Arc<Mutex<Seen>>) -> Op
     send(&mut ws, POST_AUTH).await?;
     loop {
         let frame = recv(&mut ws, n, &seen).await?;
-        if frame.starts_with("<resume") {
+        if frame.starts_with("<resume") && fault == Fault::ResumeWithStaleResults {
+            send(&mut ws, "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='0'/>").await?;
+            break;
+        } else if frame.starts_with("<resume") {
             send(&mut ws, "<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>").await?;
         } else if frame.contains("id='bind'") {
             send(&mut ws, "<iq type='result' id='bind' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>alice@localhost/phone</jid></bind></iq>").await?;
@@ -168,6 +177,25 @@ async fn serve(mut ws: Ws, n: usize, fault: Fault, seen: Arc<Mutex<Seen>>) -> Op
         let frame = recv(&mut ws, n, &seen).await?;
         if frame.starts_with("<iq") && frame.contains("urn:xmpp:mam:2") {
             let id = id_of(&frame);
+            if fault == Fault::ResumeWithStaleResults && !faulted {
+                faulted = true;
+                let earlier: Vec<String> = seen
+                    .lock()
+                    .unwrap()
+                    .frames
+                    .iter()
+                    .filter(|(c, f)| *c == n - 1 && f.starts_with("<iq") && f.contains("urn:xmpp:mam:2"))
+                    .map(|(_, f)| id_of(f))
+                    .collect();
+                for old in earlier {
+                    send(&mut ws, &format!("<message xmlns='jabber:client' to='alice@localhost/phone'><result xmlns='urn:xmpp:mam:2' queryid='{old}' id='stale-entry'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2026-11-27T08:00:00Z'/><message xmlns='jabber:client' from='bob@localhost/x' to='alice@localhost' type='chat' id='stale1'><body>from the old stream</body></message></forwarded></result></message>")).await?;
+                    send(
+                        &mut ws,
+                        &format!("<iq type='result' id='{old}' xmlns='jabber:client'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>"),
+                    )
+                    .await?;
+                }
+            }
             send(&mut ws, &format!("<iq type='result' id='{id}' xmlns='jabber:client'><fin xmlns='urn:xmpp:mam:2' complete='true'/></iq>"))
                 .await?;
         } else if frame.starts_with("<iq") && frame.contains("urn:xmpp:ping") {
@@ -182,7 +210,8 @@ async fn serve(mut ws: Ws, n: usize, fault: Fault, seen: Arc<Mutex<Seen>>) -> Op
         }
         faulted = true;
         match fault {
-            Fault::None | Fault::MalformedHandshake | Fault::Redirect(_) => {}
+            Fault::None | Fault::MalformedHandshake | Fault::Redirect(_) | Fault::ResumeWithStaleResults => {}
+            Fault::DropAfterMessage => return None,
             Fault::MalformedXml => send(&mut ws, "<message xmlns='jabber:client'><body>unclosed</message>").await?,
             Fault::UnknownThings => {
                 send(&mut ws, "<foo xmlns='urn:example:unknown'><bar/></foo>").await?;
@@ -269,6 +298,25 @@ async fn invalid_utf8_drops_the_link_and_loses_nothing() {
 #[tokio::test]
 async fn an_oversized_frame_drops_the_link_and_loses_nothing() {
     survives(Fault::Oversized).await;
+}
+
+/// After a resume the server replays what the previous stream left unacknowledged, archive
+/// results of that stream's queries included. They must not be taken for the new stream's
+/// queries (which once moved the position past entries never read: found by the chaos run).
+#[tokio::test]
+async fn a_resumed_stream_ignores_the_previous_streams_archive_results() {
+    let fake = Fake::start(vec![Fault::DropAfterMessage, Fault::ResumeWithStaleResults]).await;
+    let client = Client::open(client_config(&fake.url())).await.unwrap();
+    client.login("alice", PASSWORD).await.unwrap();
+    let dm = client.create_direct("bob").await.unwrap();
+    client.send_text(&dm.id, "before the cut").await.unwrap();
+    eventually("a resumed second stream", || async { fake.frames_on(2).iter().any(|f| f.starts_with("<resume")) }).await;
+    client.wait_for_state(|s| *s == ConnectionState::Connected).await;
+    let after = client.send_text(&dm.id, "after the resume").await.unwrap();
+    eventually("the message on the resumed stream", || async { fake.frames_on(2).iter().any(|f| f.contains(&after.client_id)) }).await;
+    let bob = client.conversation("bob@localhost").await.unwrap().unwrap();
+    let texts: Vec<String> = client.messages(&bob.id, None, 50).await.unwrap().messages.iter().map(|m| m.body.preview()).collect();
+    assert!(!texts.iter().any(|t| t == "from the old stream"), "a result of the previous stream's query was taken: {texts:?}");
 }
 
 #[tokio::test]

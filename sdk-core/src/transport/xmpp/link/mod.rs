@@ -88,6 +88,11 @@ pub(super) struct LinkTask {
     shared: Arc<Mutex<Shared>>,
     session: Session,
     resumed_h: Option<u32>,
+    /// Random per link: after an XEP-0198 resume the server sends again what the previous link
+    /// did not acknowledge, archive results of its queries included; with ids counted from 1 on
+    /// every link, those were taken for the new link's queries and moved its position past
+    /// entries it never read.
+    id_tag: u32,
     next_id: u64,
     iqs: HashMap<String, PendingIq>,
     queries: HashMap<String, Query>,
@@ -145,6 +150,7 @@ impl LinkTask {
             shared,
             session,
             resumed_h,
+            id_tag: rand::random(),
             next_id: 0,
             iqs: HashMap::new(),
             queries: HashMap::new(),
@@ -258,7 +264,7 @@ impl LinkTask {
 
     fn new_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
-        format!("{prefix}{}", self.next_id)
+        format!("{prefix}{:08x}.{}", self.id_tag, self.next_id)
     }
 
     /// Queues an element (flushed by `flush`); stanzas are counted for stream management.
