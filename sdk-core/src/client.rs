@@ -403,10 +403,14 @@ impl Client {
                 Ok(history) => {
                     server_has_more = history.has_more;
                     let me = self.me().await?;
+                    // Only what is older than the cache's oldest message: newer ones the cache
+                    // lacks are still on their way through sync, which numbers them in its own
+                    // order; taken from history too they could tie with or overtake synced ones.
+                    let oldest_cached = if dense { None } else { page.iter().filter_map(|m| m.seq).min() };
                     self.inner
                         .store
                         .call(move |c| {
-                            for m in &history.messages {
+                            for m in history.messages.iter().filter(|m| oldest_cached.is_none_or(|oldest| m.seq < oldest)) {
                                 messages::apply_remote(c, &me, m, conv.kind)?;
                             }
                             Ok(())
