@@ -52,6 +52,8 @@ pub struct ServerLimits {
     pub max_failed_logins: u32,
     /// Open connections beyond which new ones are refused.
     pub max_connections: usize,
+    /// Chat rooms one connection may be present in at once (each is a live subscription).
+    pub max_rooms_per_connection: usize,
 }
 
 impl Default for ServerLimits {
@@ -66,6 +68,7 @@ impl Default for ServerLimits {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             max_failed_logins: 5,
             max_connections: 100_000,
+            max_rooms_per_connection: 64,
         }
     }
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use missive_proto::v1::{self, ConversationKind, ErrorCode, client_frame::Request, reply};
 use missive_proto::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, PROTOCOL_VERSION, close, validate};
 
+use crate::Ctx;
 use crate::auth;
 use crate::db::accounts::{self, UserId};
 use crate::db::{conversations, messages, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::{ConnId, Hub, Peer};
 use crate::session::{Connection, Flow, Phase};
-use crate::Ctx;
 
 /// Who an authenticated connection belongs to.
 #[derive(Debug)]
@@ -56,9 +56,7 @@ fn check_password(password: &str) -> ApiResult<()> {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::refuse(ErrorCode::Internal, "password hashing failed"))
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::refuse(ErrorCode::Internal, "password hashing failed"))
 }
 
 /// Register, Login or Resume. On success the connection becomes authenticated and joins the hub.
@@ -237,6 +235,14 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
         }};
     }
 
+    // Presence in a chat room is a live subscription: a connection holds a bounded number.
+    let max_rooms = ctx.config.limits.max_rooms_per_connection;
+    let room_limit_reached = |room: i64| {
+        let (count, present) = hub.rooms_of(me.conn, room);
+        (!present && count >= max_rooms)
+            .then(|| v1::Error::new(ErrorCode::LimitExceeded, format!("one connection may be present in at most {max_rooms} chat rooms")))
+    };
+
     match request {
         Request::Logout(_) => {
             let token_hash = me.token_hash;
@@ -275,9 +281,10 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             now_ms()
         )),
         Request::ListConversations(_) => {
-            db.submit(move |c| conversations::list(c, me.user), move |r| {
-                answer(&peer, rid, r, |conversations| reply::Result::Conversations(v1::ConversationList { conversations }))
-            })
+            db.submit(
+                move |c| conversations::list(c, me.user),
+                move |r| answer(&peer, rid, r, |conversations| reply::Result::Conversations(v1::ConversationList { conversations })),
+            )
             .await
         }
         Request::CreateRoom(r) => {
@@ -285,33 +292,50 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 peer.error(rid, e.into());
                 return Flow::Continue;
             }
+            if let Some(e) = room_limit_reached(0) {
+                peer.error(rid, e);
+                return Flow::Continue;
+            }
             let conn_id = me.conn;
-            db.submit(move |c| conversations::create_room(c, me.user, &r.title, now_ms()), move |r| {
-                if let Ok(room) = &r {
-                    hub.enter_room(conn_id, room.id as i64);
-                }
-                answer(&peer, rid, r, reply::Result::Conversation)
-            })
+            db.submit(
+                move |c| conversations::create_room(c, me.user, &r.title, now_ms()),
+                move |r| {
+                    if let Ok(room) = &r {
+                        hub.enter_room(conn_id, room.id as i64);
+                    }
+                    answer(&peer, rid, r, reply::Result::Conversation)
+                },
+            )
             .await
         }
         Request::JoinRoom(r) => {
             let room = conversation_id(r.conversation_id);
+            if let Some(e) = room_limit_reached(room) {
+                peer.error(rid, e);
+                return Flow::Continue;
+            }
             let conn_id = me.conn;
-            db.submit(move |c| conversations::join_room(c, me.user, room, now_ms()), move |r| {
-                if r.is_ok() {
-                    hub.enter_room(conn_id, room);
-                }
-                answer(&peer, rid, r, reply::Result::Conversation)
-            })
+            db.submit(
+                move |c| conversations::join_room(c, me.user, room, now_ms()),
+                move |r| {
+                    if r.is_ok() {
+                        hub.enter_room(conn_id, room);
+                    }
+                    answer(&peer, rid, r, reply::Result::Conversation)
+                },
+            )
             .await
         }
         Request::LeaveRoom(r) => {
             let room = conversation_id(r.conversation_id);
             let conn_id = me.conn;
-            db.submit(move |c| conversations::leave_room(c, me.user, room), move |r| {
-                hub.exit_room(conn_id, room);
-                answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}))
-            })
+            db.submit(
+                move |c| conversations::leave_room(c, me.user, room),
+                move |r| {
+                    hub.exit_room(conn_id, room);
+                    answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}))
+                },
+            )
             .await
         }
         Request::SendMessage(r) => {
@@ -340,23 +364,27 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             .await
         }
         Request::AckCursor(r) => {
-            db.submit(move |c| accounts::ack_cursor(c, me.user, &me.device, r.cursor, now_ms()), move |r| {
-                answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}))
-            })
+            db.submit(
+                move |c| accounts::ack_cursor(c, me.user, &me.device, r.cursor, now_ms()),
+                move |r| answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {})),
+            )
             .await
         }
         Request::Sync(r) => {
             let conn_id = me.conn;
-            db.submit(move |c| messages::sync(c, me.user, r.since, r.limit), move |r| {
-                // Runs on the store thread after the commit: every later event is pushed live,
-                // every earlier one is in this page or an earlier one. No gap, no race.
-                if let Ok(page) = &r {
-                    if !page.has_more {
-                        hub.set_live(conn_id);
+            db.submit(
+                move |c| messages::sync(c, me.user, r.since, r.limit),
+                move |r| {
+                    // Runs on the store thread after the commit: every later event is pushed live,
+                    // every earlier one is in this page or an earlier one. No gap, no race.
+                    if let Ok(page) = &r {
+                        if !page.has_more {
+                            hub.set_live(conn_id);
+                        }
                     }
-                }
-                answer(&peer, rid, r, reply::Result::Sync)
-            })
+                    answer(&peer, rid, r, reply::Result::Sync)
+                },
+            )
             .await
         }
         Request::History(r) => {
@@ -378,16 +406,19 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 })),
             };
             let conn_id = me.conn;
-            db.submit(move |c| messages::typing_audience(c, me.user, conv), move |r| {
-                if let Ok((kind, users)) = &r {
-                    if *kind == ConversationKind::Room {
-                        hub.notify_room(conv, conn_id, &event);
-                    } else {
-                        hub.notify_users(users, conn_id, &event);
+            db.submit(
+                move |c| messages::typing_audience(c, me.user, conv),
+                move |r| {
+                    if let Ok((kind, users)) = &r {
+                        if *kind == ConversationKind::Room {
+                            hub.notify_room(conv, conn_id, &event);
+                        } else {
+                            hub.notify_users(users, conn_id, &event);
+                        }
                     }
-                }
-                answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}))
-            })
+                    answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}))
+                },
+            )
             .await
         }
         Request::SetPresence(r) => {
@@ -406,15 +437,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
     Flow::Continue
 }
 
-async fn receipt(
-    db: &crate::db::Db,
-    peer: &Peer,
-    hub: &Arc<Hub>,
-    me: Arc<Identity>,
-    rid: u64,
-    r: v1::MarkReceipt,
-    kind: v1::ReceiptKind,
-) {
+async fn receipt(db: &crate::db::Db, peer: &Peer, hub: &Arc<Hub>, me: Arc<Identity>, rid: u64, r: v1::MarkReceipt, kind: v1::ReceiptKind) {
     let (peer, hub) = (peer.clone(), hub.clone());
     db.submit(
         move |c| messages::receipt(c, me.user, &me.name, conversation_id(r.conversation_id), r.seq, kind, now_ms()),

@@ -56,12 +56,7 @@ impl Peer {
 
     /// Asks the writer to close with `code` (the first code given wins).
     pub fn close(&self, code: u16) {
-        let _ = self.close_code.compare_exchange(
-            0,
-            code as u32,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        let _ = self.close_code.compare_exchange(0, code as u32, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
         self.kill.cancel();
     }
 
@@ -163,6 +158,12 @@ impl Hub {
                 g.sessions[conn].peer.send(Frame::Ephemeral(event.clone()));
             }
         }
+    }
+
+    /// How many chat rooms `conn` is present in, and whether `room` is one of them.
+    pub fn rooms_of(&self, conn: ConnId, room: ConversationId) -> (usize, bool) {
+        let g = self.lock();
+        g.sessions.get(&conn).map_or((0, false), |s| (s.rooms.len(), s.rooms.contains(&room)))
     }
 
     pub fn enter_room(&self, conn: ConnId, room: ConversationId) {

@@ -285,3 +285,74 @@ async fn a_second_authentication_on_one_connection_is_refused() {
     let e = c.refused(Request::Login(v1::Login { username: "alice".into(), password: PASSWORD.into(), device_id: String::new() })).await;
     assert_eq!(e.code(), ErrorCode::AlreadyAuthenticated);
 }
+
+/// Presence in a chat room is a live subscription: one connection holds a bounded number.
+#[tokio::test]
+async fn a_connection_is_present_in_a_bounded_number_of_chat_rooms() {
+    let server = TestServer::start_with(|c| c.limits.max_rooms_per_connection = 3).await;
+    Client::register(&server.url(), "alice").await;
+    let mut c = Client::login(&server.url(), "alice", "phone").await;
+    let mut rooms = vec![];
+    for i in 0..3 {
+        match c.request(Request::CreateRoom(v1::CreateRoom { title: format!("room {i}") })).await {
+            v1::reply::Result::Conversation(room) => rooms.push(room.id),
+            other => panic!("room {i} refused: {other:?}"),
+        }
+    }
+    let err = c.refused(Request::CreateRoom(v1::CreateRoom { title: "one too many".into() })).await;
+    assert_eq!(err.code(), ErrorCode::LimitExceeded, "{err:?}");
+    // Joining a room one is already in costs nothing; leaving one makes room for another.
+    assert!(matches!(c.request(Request::JoinRoom(v1::JoinRoom { conversation_id: rooms[0] })).await, v1::reply::Result::Conversation(_)));
+    assert!(matches!(c.request(Request::LeaveRoom(v1::LeaveRoom { conversation_id: rooms[0] })).await, v1::reply::Result::Ok(_)));
+    assert!(matches!(
+        c.request(Request::CreateRoom(v1::CreateRoom { title: "now it fits".into() })).await,
+        v1::reply::Result::Conversation(_)
+    ));
+}
+
+/// A group holds at most `MAX_GROUP_MEMBERS`, at creation and when members are added.
+#[tokio::test]
+async fn groups_are_limited_in_size() {
+    let server = TestServer::with_users(&["alice", "bob"]).await;
+    let mut c = Client::login(&server.url(), "alice", "phone").await;
+    let crowd: Vec<String> = (0..missive_proto::MAX_GROUP_MEMBERS).map(|i| format!("user{i}")).collect();
+    let err = c.refused(Request::CreateGroup(v1::CreateGroup { title: "crowd".into(), members: crowd.clone() })).await;
+    assert_eq!(err.code(), ErrorCode::LimitExceeded, "{err:?}");
+    let group = c.group("small", &["bob"]).await;
+    let err = c.refused(Request::AddMembers(v1::AddMembers { conversation_id: group.id, members: crowd })).await;
+    assert_eq!(err.code(), ErrorCode::LimitExceeded, "{err:?}");
+}
+
+/// However many messages a history request asks for, a page holds at most `MAX_PAGE_SIZE`.
+#[tokio::test]
+async fn history_pages_are_capped() {
+    let server = TestServer::with_users(&["alice", "bob"]).await;
+    let mut c = Client::login(&server.url(), "alice", "phone").await;
+    let dm = c.direct("bob").await;
+    let total = missive_proto::MAX_PAGE_SIZE as usize + 5;
+    let mut ids = vec![];
+    for i in 0..total {
+        ids.push(c.send(send_text(dm.id, &format!("h{i}"), "x")).await);
+    }
+    for id in ids {
+        assert!(matches!(c.wait_reply(id).await, v1::reply::Result::Ack(_)));
+    }
+    match c.request(Request::History(v1::HistoryRequest { conversation_id: dm.id, before_seq: 0, limit: 100_000 })).await {
+        v1::reply::Result::History(h) => {
+            assert_eq!(h.messages.len(), missive_proto::MAX_PAGE_SIZE as usize);
+            assert!(h.has_more);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Beyond `max_connections` open connections, new ones are closed at once.
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let server = TestServer::start_with(|c| c.limits.max_connections = 2).await;
+    let _a = Client::connect(&server.url()).await;
+    let _b = Client::connect(&server.url()).await;
+    let addr = server.handle.local_addr();
+    let third = tokio_tungstenite::client_async(server.url(), tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    assert!(third.is_err(), "a third connection was served");
+}

@@ -1,8 +1,8 @@
 //! Conversations (1:1, groups, chat rooms) and their members. Changes to a 1:1 or group
 //! conversation produce a `MembershipChange` event in the inbox of every member concerned.
 
-use missive_proto::v1::{self, ConversationKind, ErrorCode};
 use missive_proto::MAX_GROUP_MEMBERS;
+use missive_proto::v1::{self, ConversationKind, ErrorCode};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::{UserId, user_ids};
@@ -26,12 +26,9 @@ pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> 
 }
 
 fn kind_of(conn: &Connection, conv: ConversationId) -> ApiResult<ConversationKind> {
-    let kind: Option<i32> = conn
-        .prepare_cached("SELECT kind FROM conversations WHERE id = ?1")?
-        .query_row([conv], |r| r.get(0))
-        .optional()?;
-    kind.and_then(|k| ConversationKind::try_from(k).ok())
-        .ok_or_else(|| ApiError::refuse(ErrorCode::NotFound, "no such conversation"))
+    let kind: Option<i32> =
+        conn.prepare_cached("SELECT kind FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0)).optional()?;
+    kind.and_then(|k| ConversationKind::try_from(k).ok()).ok_or_else(|| ApiError::refuse(ErrorCode::NotFound, "no such conversation"))
 }
 
 /// Member ids of a conversation.
@@ -81,11 +78,16 @@ pub fn list(conn: &Connection, user: UserId) -> ApiResult<Vec<v1::Conversation>>
     ids.into_iter().map(|id| snapshot(conn, id, user)).collect()
 }
 
-fn insert_conversation(conn: &Connection, kind: ConversationKind, title: &str, by: UserId, direct_key: Option<&str>, now: i64) -> ApiResult<ConversationId> {
-    conn.prepare_cached(
-        "INSERT INTO conversations (kind, title, created_by, created_at_ms, direct_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![kind as i32, title, by, now, direct_key])?;
+fn insert_conversation(
+    conn: &Connection,
+    kind: ConversationKind,
+    title: &str,
+    by: UserId,
+    direct_key: Option<&str>,
+    now: i64,
+) -> ApiResult<ConversationId> {
+    conn.prepare_cached("INSERT INTO conversations (kind, title, created_by, created_at_ms, direct_key) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![kind as i32, title, by, now, direct_key])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -129,10 +131,8 @@ pub fn create_direct(conn: &Connection, me: UserId, me_name: &str, peer: &str, n
         return Err(ApiError::refuse(ErrorCode::InvalidArgument, "cannot open a 1:1 conversation with yourself"));
     }
     let key = format!("{}:{}", me.min(peer_id), me.max(peer_id));
-    let existing: Option<ConversationId> = conn
-        .prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")?
-        .query_row([&key], |r| r.get(0))
-        .optional()?;
+    let existing: Option<ConversationId> =
+        conn.prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")?.query_row([&key], |r| r.get(0)).optional()?;
     if let Some(id) = existing {
         return Ok((snapshot(conn, id, me)?, vec![]));
     }
@@ -151,7 +151,14 @@ fn dedup(names: &[String], without: &str) -> Vec<String> {
 }
 
 /// Creates a group with `me` as owner.
-pub fn create_group(conn: &Connection, me: UserId, me_name: &str, title: &str, members: &[String], now: i64) -> ApiResult<(v1::Conversation, Vec<Delivery>)> {
+pub fn create_group(
+    conn: &Connection,
+    me: UserId,
+    me_name: &str,
+    title: &str,
+    members: &[String],
+    now: i64,
+) -> ApiResult<(v1::Conversation, Vec<Delivery>)> {
     let others = dedup(members, me_name);
     if others.len() + 1 > MAX_GROUP_MEMBERS {
         return Err(ApiError::refuse(ErrorCode::LimitExceeded, format!("a group has at most {MAX_GROUP_MEMBERS} members")));
@@ -179,9 +186,20 @@ fn require_group(conn: &Connection, conv: ConversationId, me: UserId) -> ApiResu
 }
 
 /// Adds members to a group; any member may add.
-pub fn add_members(conn: &Connection, me: UserId, me_name: &str, conv: ConversationId, names: &[String], now: i64) -> ApiResult<(v1::Conversation, Vec<Delivery>)> {
+pub fn add_members(
+    conn: &Connection,
+    me: UserId,
+    me_name: &str,
+    conv: ConversationId,
+    names: &[String],
+    now: i64,
+) -> ApiResult<(v1::Conversation, Vec<Delivery>)> {
     require_group(conn, conv, me)?;
     let names = dedup(names, me_name);
+    if names.len() + 1 > MAX_GROUP_MEMBERS {
+        // More than could ever fit: refused before any name is looked up.
+        return Err(ApiError::refuse(ErrorCode::LimitExceeded, format!("a group has at most {MAX_GROUP_MEMBERS} members")));
+    }
     let ids = user_ids(conn, &names)?;
     let mut added = vec![];
     for (user, name) in ids.into_iter().zip(names) {
@@ -198,7 +216,14 @@ pub fn add_members(conn: &Connection, me: UserId, me_name: &str, conv: Conversat
 }
 
 /// Removes members from a group: anyone may remove themselves, only the owner may remove others.
-pub fn remove_members(conn: &Connection, me: UserId, me_name: &str, conv: ConversationId, names: &[String], _now: i64) -> ApiResult<(v1::Conversation, Vec<Delivery>)> {
+pub fn remove_members(
+    conn: &Connection,
+    me: UserId,
+    me_name: &str,
+    conv: ConversationId,
+    names: &[String],
+    _now: i64,
+) -> ApiResult<(v1::Conversation, Vec<Delivery>)> {
     let role = require_group(conn, conv, me)?;
     let mut names = names.to_vec();
     names.sort();
@@ -210,9 +235,7 @@ pub fn remove_members(conn: &Connection, me: UserId, me_name: &str, conv: Conver
     let before = member_ids(conn, conv)?;
     let mut removed = vec![];
     for (user, name) in ids.iter().zip(&names) {
-        let n = conn
-            .prepare_cached("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-            .execute([conv, *user])?;
+        let n = conn.prepare_cached("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2")?.execute([conv, *user])?;
         if n == 1 {
             removed.push(name.clone());
         }
