@@ -12,7 +12,7 @@
 
 mod muc;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
@@ -127,6 +127,10 @@ pub(super) struct LinkTask {
     unseen: usize,
     /// The own archive was read again for acknowledged messages it lacks.
     re_read_for_unseen: bool,
+    /// Receipts and markers answered once the server acknowledges their stanza (XEP-0198): the
+    /// stanza number and the engine's reply. Dropped with the link, so the engine sends them
+    /// again on the next one.
+    confirm_on_ack: VecDeque<(u32, Reply<()>)>,
 }
 
 type Flow = Result<(), String>;
@@ -171,6 +175,7 @@ impl LinkTask {
             poll_delay: POLL_FIRST,
             unseen: 0,
             re_read_for_unseen: false,
+            confirm_on_ack: VecDeque::new(),
         }
     }
 
@@ -285,7 +290,6 @@ impl LinkTask {
         self.ws.flush().await.map_err(|e| e.to_string())
     }
 
-    /// After a burst of commands: ask for an acknowledgement if anything is unacknowledged.
     /// After a burst of commands: make sure an acknowledgement will be asked for.
     async fn end_burst(&mut self) -> Flow {
         self.schedule_ack_request();
@@ -447,7 +451,7 @@ impl LinkTask {
                     };
                     self.send(&stanza).await?;
                 }
-                let _ = reply.send(Ok(()));
+                self.confirm_once_acknowledged(reply);
             }
             Request::MarkRead { conversation, message: reference, reply, .. } => {
                 if let Some(m) = reference {
@@ -455,7 +459,7 @@ impl LinkTask {
                     let id = if room { m.server_id.unwrap_or(m.client_id) } else { m.client_id };
                     self.send(&marker(&conversation, room, ReceiptKind::Read, &id)).await?;
                 }
-                let _ = reply.send(Ok(()));
+                self.confirm_once_acknowledged(reply);
             }
             Request::Logout { reply } => {
                 self.session.id = None;
@@ -544,7 +548,10 @@ impl LinkTask {
                 self.unseen = 0;
                 return Ok(());
             }
-            tracing::warn!(unseen, "acknowledged messages are not in the archive after our position; reading it again from our last entry's time");
+            tracing::warn!(
+                unseen,
+                "acknowledged messages are not in the archive after our position; reading it again from our last entry's time"
+            );
             self.re_anchor(archive::OWN);
             self.re_read_for_unseen = true;
             self.poll_delay = POLL_FIRST;
@@ -586,7 +593,8 @@ impl LinkTask {
         let position = self.cursor.archives.get(&archive);
         let after = position.and_then(|p| p.after.clone());
         // Re-anchored (no archive id, but a time): every entry from a second before it on.
-        let start = position.filter(|p| p.after.is_none() && p.last_seq > 0).map(|p| archive::format_stamp(p.last_seq.saturating_sub(1_000_000)));
+        let start =
+            position.filter(|p| p.after.is_none() && p.last_seq > 0).map(|p| archive::format_stamp(p.last_seq.saturating_sub(1_000_000)));
         let to = (!archive.is_empty()).then_some(archive.as_str());
         // An archive never read: only its newest entries; older ones come as history on demand.
         let limit = self.config.initial_sync_limit;
@@ -642,9 +650,25 @@ impl LinkTask {
         }
     }
 
+    /// Answers `reply` once the server has acknowledged the last stanza sent; at once without
+    /// stream management.
+    fn confirm_once_acknowledged(&mut self, reply: Reply<()>) {
+        if self.sm() && !self.session.counters.unacked.is_empty() {
+            self.confirm_on_ack.push_back((self.session.counters.sent, reply));
+        } else {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
     /// The server acknowledged our stanzas up to `h`; returns whether a 1:1 message was among
     /// them (its archive then has news for us).
     fn on_server_ack(&mut self, h: u32) -> bool {
+        // Wrapping comparison: `n` is at or before `h`.
+        let covered = |n: u32| h.wrapping_sub(n) <= u32::MAX / 2;
+        while self.confirm_on_ack.front().is_some_and(|(n, _)| covered(*n)) {
+            let (_, reply) = self.confirm_on_ack.pop_front().expect("front exists");
+            let _ = reply.send(Ok(()));
+        }
         let mut chat = false;
         let mut shared = self.shared.lock().expect("not poisoned");
         while let Some((n, _)) = self.session.counters.unacked.front() {
@@ -676,7 +700,9 @@ impl LinkTask {
             let condition = e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
             tracing::debug!(%from, %condition, "message bounced");
             return match e.get_attr("id") {
-                Some(client_id) if self.is_room(&from) => self.on_room_bounce(bare(&from).to_owned(), client_id.to_owned(), condition).await,
+                Some(client_id) if self.is_room(&from) => {
+                    self.on_room_bounce(bare(&from).to_owned(), client_id.to_owned(), condition).await
+                }
                 _ => Ok(()),
             };
         }
