@@ -1,6 +1,6 @@
 //! SDK clients as a chaos run uses them: one configuration per protocol (quick reconnects and
 //! heartbeats, a store file per user), conversations set up the same way over both protocols,
-//! and the final count of what a client's store holds.
+//! the final count of what a client's store holds, and the wait until every store is complete.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use missive::transport::xmpp::{XmppConfig, XmppTransport};
 use missive::{BackoffConfig, Client, ClientConfig, HeartbeatConfig, Message};
 
-use crate::plan::{Counts, Plan, check};
+use crate::plan::{Counts, Plan, check_with_notes};
 
 /// The chaos runs' password for every account.
 pub const PASSWORD: &str = "chaos monkey battery";
@@ -123,8 +123,34 @@ pub async fn count(protocol: Protocol, plan: &Plan, user: usize, client: &Client
     for (c, id) in ids.iter().enumerate() {
         if let Some(id) = id {
             let messages = all_messages(client, id).await?;
-            counts.add(check(plan, user, c, &messages, protocol.dense()));
+            let (found, notes) = check_with_notes(plan, user, c, &messages, protocol.dense());
+            counts.add(found);
+            if std::env::var_os("MISSIVE_CHAOS_DEBUG").is_some() {
+                notes.iter().for_each(|note| eprintln!("{note}"));
+            }
         }
     }
     Ok(counts)
+}
+
+/// Counts every store once a second until all are complete or `within` has passed; returns the
+/// last counts.
+pub async fn converge(
+    protocol: Protocol,
+    plan: &Plan,
+    clients: &[Client],
+    ids: &[Vec<Option<String>>],
+    within: Duration,
+) -> Result<Counts, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut counts = Counts::default();
+        for (u, client) in clients.iter().enumerate() {
+            counts.add(count(protocol, plan, u, client, &ids[u]).await?);
+        }
+        if counts.clean() || Instant::now() > deadline {
+            return Ok(counts);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

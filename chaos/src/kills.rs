@@ -16,9 +16,8 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use crate::clients::{self, PASSWORD, Protocol};
-use crate::network::converge;
 use crate::plan::{Counts, Plan};
-use crate::processes::{SenderArgs, SenderProcess, ServerProcess, signal_and_wait};
+use crate::processes::{SenderArgs, ServerProcess, signal_and_wait, start_sender};
 
 /// The size of a run.
 #[derive(Debug, Clone)]
@@ -121,7 +120,7 @@ pub async fn run(settings: &Settings) -> Result<Report, String> {
         }
         let u = candidates[rng.random_range(0..candidates.len())];
         if let Some(mut process) = processes[u].take() {
-            signal_and_wait(&mut process.child, libc::SIGKILL).await;
+            signal_and_wait(&mut process, libc::SIGKILL).await;
         }
         kills_left[u] -= 1;
         client_kills += 1;
@@ -129,7 +128,7 @@ pub async fn run(settings: &Settings) -> Result<Report, String> {
         processes[u] = Some(spawn(&settings.exe, &args[u], u, &lines_tx)?);
     }
     for process in processes.iter_mut().flatten() {
-        let status = process.child.wait().await.map_err(|e| e.to_string())?;
+        let status = process.wait().await.map_err(|e| e.to_string())?;
         if !status.success() {
             return Err(format!("a sender ended with {status}"));
         }
@@ -142,7 +141,7 @@ pub async fn run(settings: &Settings) -> Result<Report, String> {
         );
     }
     all.extend(clients);
-    let counts = converge(Protocol::Native, &plan, &all, &ids, settings.converge).await?;
+    let counts = clients::converge(Protocol::Native, &plan, &all, &ids, settings.converge).await?;
     for client in &all {
         client.shutdown().await;
     }
@@ -151,8 +150,8 @@ pub async fn run(settings: &Settings) -> Result<Report, String> {
 }
 
 /// Starts sender `u` and forwards its progress lines.
-fn spawn(exe: &std::path::Path, args: &SenderArgs, u: usize, tx: &mpsc::UnboundedSender<Line>) -> Result<SenderProcess, String> {
-    let (process, mut lines) = SenderProcess::start(exe, args)?;
+fn spawn(exe: &std::path::Path, args: &SenderArgs, u: usize, tx: &mpsc::UnboundedSender<Line>) -> Result<tokio::process::Child, String> {
+    let (process, mut lines) = start_sender(exe, args)?;
     let tx = tx.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {

@@ -144,7 +144,7 @@ pub async fn run(protocol: Protocol, settings: &Settings) -> Result<Report, Stri
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let faults = tokio::task::block_in_place(|| monkey.stop())?;
-    let counts = converge(protocol, &plan, &clients, &ids, settings.converge).await?;
+    let counts = clients::converge(protocol, &plan, &clients, &ids, settings.converge).await?;
     for client in &clients {
         client.shutdown().await;
     }
@@ -157,28 +157,6 @@ pub async fn run(protocol: Protocol, settings: &Settings) -> Result<Report, Stri
         drop(backend);
     }
     Ok(Report { counts, sent: plan.total(), faults, restarts: restarts.join("; "), seconds: started.elapsed().as_secs_f64() })
-}
-
-/// Counts every store once a second until all are complete or `within` has passed; returns the
-/// last counts.
-pub async fn converge(
-    protocol: Protocol,
-    plan: &Plan,
-    clients: &[Client],
-    ids: &[Vec<Option<String>>],
-    within: Duration,
-) -> Result<Counts, String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut counts = Counts::default();
-        for (u, client) in clients.iter().enumerate() {
-            counts.add(clients::count(protocol, plan, u, client, &ids[u]).await?);
-        }
-        if counts.clean() || Instant::now() > deadline {
-            return Ok(counts);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 /// Where the stores of a run go: a fresh directory under `parent`.

@@ -139,8 +139,10 @@ impl fmt::Display for Counts {
 
 /// Counts one member's copy of one conversation: `messages` oldest first, as listed by the
 /// member's client. `dense`: the transport numbers a conversation 1, 2, 3, ... (native), so the
-/// sequence numbers must be exactly that; otherwise they must only grow.
-pub fn check(plan: &Plan, member: usize, conversation: usize, messages: &[Message], dense: bool) -> Counts {
+/// sequence numbers must be exactly that; otherwise they must only grow. Also returns a line for
+/// each message not in its final state and for what is missing.
+pub fn check_with_notes(plan: &Plan, member: usize, conversation: usize, messages: &[Message], dense: bool) -> (Counts, Vec<String>) {
+    let mut notes = vec![];
     let expected = plan.expected(conversation);
     let mut counts = Counts { expected: expected.len(), ..Counts::default() };
     let mut seen: HashMap<(usize, usize), usize> = HashMap::new();
@@ -171,29 +173,33 @@ pub fn check(plan: &Plan, member: usize, conversation: usize, messages: &[Messag
         let final_state =
             if outgoing { matches!(m.state, MessageState::Delivered | MessageState::Read) } else { m.state == MessageState::Delivered };
         counts.not_final += usize::from(m.outgoing != outgoing || !final_state);
-        if (m.outgoing != outgoing || !final_state) && std::env::var_os("MISSIVE_CHAOS_DEBUG").is_some() {
-            eprintln!(
+        if m.outgoing != outgoing || !final_state {
+            notes.push(format!(
                 "not final: member {member} conversation {conversation} {} seq {:?} state {:?} outgoing {}",
                 m.body.preview(),
                 m.seq,
                 m.state,
                 m.outgoing
-            );
+            ));
         }
     }
     counts.found = seen.len();
     counts.lost = expected.len() - counts.found;
-    if counts.lost > 0 && std::env::var_os("MISSIVE_CHAOS_DEBUG").is_some() {
+    if counts.lost > 0 {
         let missing: Vec<String> = expected.iter().filter(|k| !seen.contains_key(k)).take(12).map(|&(u, n)| plan.text(u, n)).collect();
-        eprintln!("lost: member {member} conversation {conversation}: {} missing, e.g. {missing:?}", counts.lost);
+        notes.push(format!("lost: member {member} conversation {conversation}: {} missing, e.g. {missing:?}", counts.lost));
     }
-    counts
+    (counts, notes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use missive::Body;
+
+    fn check(plan: &Plan, member: usize, conversation: usize, messages: &[Message], dense: bool) -> Counts {
+        check_with_notes(plan, member, conversation, messages, dense).0
+    }
 
     fn message(plan: &Plan, member: usize, sender: usize, n: usize, seq: u64) -> Message {
         Message {

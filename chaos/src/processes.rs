@@ -78,12 +78,6 @@ impl ServerProcess {
     }
 }
 
-/// A sending client as a child process: it prints `sent <n>` after each message it commits
-/// and `done` once its outbox is empty.
-pub struct SenderProcess {
-    pub child: Child,
-}
-
 /// What a sender needs to know.
 #[derive(Debug, Clone)]
 pub struct SenderArgs {
@@ -98,19 +92,18 @@ pub struct SenderArgs {
     pub pause_ms: u64,
 }
 
-impl SenderProcess {
-    /// Starts `exe send ...`; returns it and its output lines.
-    pub fn start(exe: &Path, args: &SenderArgs) -> Result<(SenderProcess, Lines<BufReader<ChildStdout>>), String> {
-        let mut child = Command::new(exe)
-            .arg("send")
-            .args(["--url", &args.url, "--user", &args.user, "--count", &args.count.to_string(), "--seed", &args.seed.to_string()])
-            .args(["--pause-ms", &args.pause_ms.to_string(), "--route", &args.route.join(","), "--store"])
-            .arg(&args.store)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start a sender: {e}"))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        Ok((SenderProcess { child }, BufReader::new(stdout).lines()))
-    }
+/// Starts a sending client as a child process (`exe send ...`); returns it and its output
+/// lines: `sent <n>` after each message it commits, `done` once its outbox is empty.
+pub fn start_sender(exe: &Path, args: &SenderArgs) -> Result<(Child, Lines<BufReader<ChildStdout>>), String> {
+    let mut child = Command::new(exe)
+        .arg("send")
+        .args(["--url", &args.url, "--user", &args.user, "--count", &args.count.to_string(), "--seed", &args.seed.to_string()])
+        .args(["--pause-ms", &args.pause_ms.to_string(), "--route", &args.route.join(","), "--store"])
+        .arg(&args.store)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start a sender: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    Ok((child, BufReader::new(stdout).lines()))
 }

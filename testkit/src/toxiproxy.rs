@@ -163,11 +163,6 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The proxy's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Adds `toxic` under `toxic_name` on one direction, applied to every connection
     /// (toxicity 1).
     pub fn add(&self, toxic_name: &str, toxic: &Toxic, direction: Direction) -> io::Result<()> {
@@ -180,18 +175,13 @@ impl Proxy {
     }
 
     /// Deletes the proxy (cutting its connections) and creates it again, on the same address
-    /// and without toxics. Unlike [`Proxy::remove`] this cannot hang: Toxiproxy 2.5 can
-    /// deadlock when a toxic is removed while one of the proxy's connections is closing
+    /// and without toxics: the way to lift toxics. Removing one instead can hang: Toxiproxy 2.5
+    /// can deadlock when a toxic is removed while one of the proxy's connections is closing
     /// (Shopify/toxiproxy#558), and a proxy caught that way is freed only by deleting it.
     pub fn recreate(&self) -> io::Result<()> {
         call(agent().delete(&format!("{}/proxies/{}", self.api, self.name)).call())?;
         let body = json!({ "name": self.name, "listen": self.listen.to_string(), "upstream": self.upstream.to_string() });
         call(agent().post(&format!("{}/proxies", self.api)).send_json(body)).map(drop)
-    }
-
-    /// Removes the toxic named `toxic_name` (see [`Proxy::recreate`] for a caveat).
-    pub fn remove(&self, toxic_name: &str) -> io::Result<()> {
-        call(agent().delete(&format!("{}/proxies/{}/toxics/{toxic_name}", self.api, self.name)).call()).map(drop)
     }
 
     /// Disabling closes every connection and refuses new ones until enabled again.

@@ -10,10 +10,10 @@
 
 pub mod backoff;
 pub mod connection;
-pub mod outbox;
-pub mod sync;
 #[cfg(test)]
 mod model_test;
+pub mod outbox;
+pub mod sync;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -240,7 +240,13 @@ impl Engine {
         self.pump_outbox().await;
         let pending = self
             .store
-            .call(|c| Ok((conversations::active_rooms(c)?, conversations::unsynced_deliveries(c)?, conversations::unsynced_reads(c)?)))
+            .call(|c| {
+                Ok((
+                    conversations::active_rooms(c)?,
+                    conversations::unsynced_receipts(c, ReceiptKind::Delivered)?,
+                    conversations::unsynced_receipts(c, ReceiptKind::Read)?,
+                ))
+            })
             .await;
         if let Ok((rooms, deliveries, reads)) = pending {
             for room in rooms {
@@ -248,10 +254,10 @@ impl Engine {
                 self.send_link(Outgoing::Request(Request::JoinRoom { conversation: room, reply })).await;
             }
             for (conversation, seq) in deliveries {
-                self.send_receipt(conversation, seq, false, None).await;
+                self.send_receipt(conversation, seq, ReceiptKind::Delivered, None).await;
             }
             for (conversation, seq) in reads {
-                self.send_receipt(conversation, seq, true, None).await;
+                self.send_receipt(conversation, seq, ReceiptKind::Read, None).await;
             }
         }
     }
@@ -296,7 +302,7 @@ impl Engine {
 
     /// Sends a delivered (or read) receipt for messages up to `seq`; the store owes it until
     /// the server's answer, and it is sent again on every new link until then.
-    async fn send_receipt(&mut self, conversation: String, seq: u64, read: bool, message: Option<MessageRef>) {
+    async fn send_receipt(&mut self, conversation: String, seq: u64, kind: ReceiptKind, message: Option<MessageRef>) {
         let (reply, answer) = oneshot::channel();
         let message = match message {
             Some(m) => Some(m),
@@ -306,24 +312,15 @@ impl Engine {
             }
         };
         let conv = conversation.clone();
-        let request = if read {
-            Request::MarkRead { conversation: conv, seq, message, reply }
-        } else {
-            Request::MarkDelivered { conversation: conv, seq, message, reply }
+        let request = match kind {
+            ReceiptKind::Read => Request::MarkRead { conversation: conv, seq, message, reply },
+            ReceiptKind::Delivered => Request::MarkDelivered { conversation: conv, seq, message, reply },
         };
         self.send_link(Outgoing::Request(request)).await;
         let store = self.store.clone();
         tokio::spawn(async move {
             if let Ok(Ok(())) = answer.await {
-                let _ = store
-                    .call(move |c| {
-                        if read {
-                            conversations::set_read_synced(c, &conversation, seq)
-                        } else {
-                            conversations::set_delivered_synced(c, &conversation, seq)
-                        }
-                    })
-                    .await;
+                let _ = store.call(move |c| conversations::set_receipt_synced(c, kind, &conversation, seq)).await;
             }
         });
     }
@@ -399,7 +396,7 @@ impl Engine {
             self.sync.on_live_committed(cursor, count);
         }
         for (conversation, (seq, message)) in applied.delivered {
-            self.send_receipt(conversation, seq, false, Some(message)).await;
+            self.send_receipt(conversation, seq, ReceiptKind::Delivered, Some(message)).await;
         }
         if applied.pause_sends {
             // A retryable refusal (rate limit, server busy): give the server a moment.
@@ -474,7 +471,7 @@ impl Engine {
             }
             Command::MarkRead { conversation, seq } => {
                 if self.link.is_some() {
-                    self.send_receipt(conversation, seq, true, None).await;
+                    self.send_receipt(conversation, seq, ReceiptKind::Read, None).await;
                 }
             }
             Command::Hint(hint) => return self.on_hint(hint),

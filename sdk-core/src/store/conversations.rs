@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::messages::{self, COLUMNS_M};
 use crate::error::{Error, Result};
-use crate::model::{Conversation, ConversationKind};
+use crate::model::{Conversation, ConversationKind, ReceiptKind};
 use crate::transport::RemoteConversation;
 
 fn kind_code(kind: ConversationKind) -> i64 {
@@ -156,35 +156,33 @@ pub fn read_elsewhere(conn: &Connection, conversation: &str, seq: u64) -> Result
 }
 
 /// Messages from others up to `seq` reached this device: a delivered receipt is owed until
-/// [`set_delivered_synced`] (in the same transaction as the messages).
+/// [`set_receipt_synced`] (in the same transaction as the messages).
 pub fn owe_delivered(conn: &Connection, conversation: &str, seq: u64) -> Result<()> {
     conn.prepare_cached("UPDATE conversations SET delivered_seq = ?2, delivered_synced = 0 WHERE id = ?1 AND delivered_seq < ?2")?
         .execute(params![conversation, seq as i64])?;
     Ok(())
 }
 
-/// Delivered receipts not yet confirmed by the server.
-pub fn unsynced_deliveries(conn: &Connection) -> Result<Vec<(String, u64)>> {
-    let mut stmt = conn.prepare_cached("SELECT id, delivered_seq FROM conversations WHERE delivered_synced = 0")?;
+/// The columns holding this device's own receipt of `kind` and whether the server has it.
+fn own_receipt_columns(kind: ReceiptKind) -> (&'static str, &'static str) {
+    match kind {
+        ReceiptKind::Delivered => ("delivered_seq", "delivered_synced"),
+        ReceiptKind::Read => ("read_seq", "read_synced"),
+    }
+}
+
+/// This device's receipts (delivered, or read markers) not yet confirmed by the server.
+pub fn unsynced_receipts(conn: &Connection, kind: ReceiptKind) -> Result<Vec<(String, u64)>> {
+    let (seq, synced) = own_receipt_columns(kind);
+    let mut stmt = conn.prepare_cached(&format!("SELECT id, {seq} FROM conversations WHERE {synced} = 0"))?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
-pub fn set_delivered_synced(conn: &Connection, conversation: &str, seq: u64) -> Result<()> {
-    conn.prepare_cached("UPDATE conversations SET delivered_synced = 1 WHERE id = ?1 AND delivered_seq <= ?2")?
-        .execute(params![conversation, seq as i64])?;
-    Ok(())
-}
-
-/// Read markers not yet confirmed by the server.
-pub fn unsynced_reads(conn: &Connection) -> Result<Vec<(String, u64)>> {
-    let mut stmt = conn.prepare_cached("SELECT id, read_seq FROM conversations WHERE read_synced = 0")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<_, _>>()?;
-    Ok(rows)
-}
-
-pub fn set_read_synced(conn: &Connection, conversation: &str, seq: u64) -> Result<()> {
-    conn.prepare_cached("UPDATE conversations SET read_synced = 1 WHERE id = ?1 AND read_seq <= ?2")?
+/// The server confirmed this device's receipt of `kind` up to `seq`.
+pub fn set_receipt_synced(conn: &Connection, kind: ReceiptKind, conversation: &str, seq: u64) -> Result<()> {
+    let (column, synced) = own_receipt_columns(kind);
+    conn.prepare_cached(&format!("UPDATE conversations SET {synced} = 1 WHERE id = ?1 AND {column} <= ?2"))?
         .execute(params![conversation, seq as i64])?;
     Ok(())
 }

@@ -319,6 +319,7 @@ pub fn retry_failed(conn: &Connection, me: &str, client_id: &str) -> Result<Mess
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ReceiptKind;
     use crate::store::schema;
 
     fn store() -> Connection {
@@ -351,15 +352,12 @@ mod tests {
     fn a_delivered_receipt_is_owed_until_confirmed() {
         let conn = store();
         conversations::owe_delivered(&conn, "c", 4).unwrap();
-        assert_eq!(conversations::unsynced_deliveries(&conn).unwrap(), [("c".to_string(), 4)]);
+        let owed = |conn: &Connection| conversations::unsynced_receipts(conn, ReceiptKind::Delivered).unwrap();
+        assert_eq!(owed(&conn), [("c".to_string(), 4)]);
         conversations::owe_delivered(&conn, "c", 7).unwrap();
-        conversations::set_delivered_synced(&conn, "c", 4).unwrap();
-        assert_eq!(
-            conversations::unsynced_deliveries(&conn).unwrap(),
-            [("c".to_string(), 7)],
-            "an older confirmation settles nothing newer"
-        );
-        conversations::set_delivered_synced(&conn, "c", 7).unwrap();
-        assert!(conversations::unsynced_deliveries(&conn).unwrap().is_empty());
+        conversations::set_receipt_synced(&conn, ReceiptKind::Delivered, "c", 4).unwrap();
+        assert_eq!(owed(&conn), [("c".to_string(), 7)], "an older confirmation settles nothing newer");
+        conversations::set_receipt_synced(&conn, ReceiptKind::Delivered, "c", 7).unwrap();
+        assert!(owed(&conn).is_empty());
     }
 }

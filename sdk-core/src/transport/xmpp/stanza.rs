@@ -134,23 +134,24 @@ pub fn chat_state(to: &str, groupchat: bool, active: bool) -> Element {
         .child(Element::new("no-store", NS_HINTS))
 }
 
-/// A XEP-0313 query for up to `max` entries after `after` (from the start when `None`).
+/// The XEP-0313 data form filtering a query: one field per `(name, value)` given.
+fn mam_filter(fields: &[(&str, Option<&str>)]) -> Element {
+    const DATA: &str = "jabber:x:data";
+    let field = |var: &str, value: &str| Element::new("field", DATA).attr("var", var).child(Element::new("value", DATA).text(value));
+    let form = Element::new("x", DATA).attr("type", "submit").child(field("FORM_TYPE", NS_MAM).attr("type", "hidden"));
+    fields.iter().filter_map(|(name, value)| value.map(|v| field(name, v))).fold(form, Element::child)
+}
+
+/// A XEP-0313 query for up to `max` entries after `after` (from the start when `None`), archived
+/// at or after `start` (an XEP-0082 time) when given, oldest first.
 pub fn mam_query(id: &str, query_id: &str, archive: Option<&str>, after: Option<&str>, start: Option<&str>, max: u32) -> Element {
     let mut set = Element::new("set", NS_RSM).child(Element::new("max", NS_RSM).text(max.to_string()));
     if let Some(after) = after {
         set = set.child(Element::new("after", NS_RSM).text(after));
     }
     let mut query = Element::new("query", NS_MAM).attr("queryid", query_id);
-    if let Some(start) = start {
-        // Entries archived at or after `start` (XEP-0082), oldest first.
-        const DATA: &str = "jabber:x:data";
-        let field = |var: &str, value: &str| Element::new("field", DATA).attr("var", var).child(Element::new("value", DATA).text(value));
-        query = query.child(
-            Element::new("x", DATA)
-                .attr("type", "submit")
-                .child(field("FORM_TYPE", NS_MAM).attr("type", "hidden"))
-                .child(field("start", start)),
-        );
+    if start.is_some() {
+        query = query.child(mam_filter(&[("start", start)]));
     }
     iq("set", id, archive, query.child(set))
 }
@@ -166,15 +167,7 @@ pub fn mam_query_newest(
     before: Option<&str>,
     max: u32,
 ) -> Element {
-    const DATA: &str = "jabber:x:data";
-    let field = |var: &str, value: &str| Element::new("field", DATA).attr("var", var).child(Element::new("value", DATA).text(value));
-    let mut form = Element::new("x", DATA).attr("type", "submit").child(field("FORM_TYPE", NS_MAM).attr("type", "hidden"));
-    if let Some(with) = with {
-        form = form.child(field("with", with));
-    }
-    if let Some(end) = end {
-        form = form.child(field("end", end));
-    }
+    let form = mam_filter(&[("with", with), ("end", end)]);
     let before = match before {
         Some(id) => Element::new("before", NS_RSM).text(id),
         None => Element::new("before", NS_RSM),
