@@ -5,7 +5,8 @@
 //! queued (up to [`MAX_BATCH`] jobs), runs them in one transaction, each inside its own savepoint
 //! so that a failing job rolls back alone, commits once, and only then runs each job's
 //! completion with the job's result and whether the commit succeeded. Completions therefore see
-//! durable state, and they run in commit order on this one thread.
+//! durable state, and they run in commit order on this one thread. A job alone in its batch runs
+//! without a savepoint: the transaction is its savepoint.
 //!
 //! For a database file in WAL mode, checkpoints run on a second connection in a background
 //! thread (passive: they never block the writer), instead of inside a commit of the writer
@@ -56,6 +57,15 @@ impl Worker {
     pub fn spawn(conn: Connection, name: &str) -> (Worker, oneshot::Receiver<()>) {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (closed_tx, closed_rx) = oneshot::channel();
+        // Savepoints (one per job when several share a transaction) and statement journals
+        // copy the pages they change first to a sub-journal: kept in memory, not spilled to a
+        // temporary file past 64 KiB. A statement that needs a statement journal then costs
+        // time in proportion to the sub-journal (SQLite walks it to truncate), so statements
+        // run many times in one large job should not need one (`UPDATE OR IGNORE`, single-row
+        // `INSERT`).
+        if let Err(e) = conn.pragma_update(None, "temp_store", "MEMORY") {
+            tracing::warn!(error = %e, "cannot keep temporary data in memory");
+        }
         let checkpointer = Checkpointer::start(&conn, name);
         std::thread::Builder::new()
             .name(name.to_owned())
@@ -148,7 +158,6 @@ impl Checkpointer {
 }
 
 fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<&Checkpointer>) {
-
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -176,6 +185,23 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, completions: &mut Vec<Comp
         tracing::error!(error = %e, "cannot begin a transaction");
         completions.extend(batch.drain(..).map(|job| job(conn).1));
         return false;
+    }
+    // A job alone in its transaction needs no savepoint (which copies every page the job
+    // changes first): if it fails, the transaction is rolled back instead.
+    if batch.len() == 1 {
+        let job = batch.pop().expect("one job");
+        let (ok, completion) = job(conn);
+        completions.push(completion);
+        if !ok {
+            return match conn.execute_batch("ROLLBACK") {
+                // Nothing of the failed job remains, as when its savepoint is rolled back.
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot roll back a failed job");
+                    false
+                }
+            };
+        }
     }
     // Cached statements: these run once per job, so parsing them each time would show.
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
@@ -236,6 +262,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failing_job_alone_in_its_transaction_leaves_nothing_and_gets_its_error() {
+        let w = worker();
+        let result = w
+            .call(|c| {
+                c.execute("INSERT INTO t VALUES (1)", [])?;
+                c.execute("INSERT INTO t VALUES (2)", [])?;
+                c.execute("INSERT INTO t VALUES (1)", [])
+            })
+            .await;
+        assert!(matches!(result, Ok(Err(rusqlite::Error::SqliteFailure(..)))), "{result:?}");
+        let n: i64 = w.call(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))).await.unwrap().unwrap();
+        assert_eq!(n, 0, "the rows it wrote before failing are gone");
+        w.call(|c| c.execute("INSERT INTO t VALUES (1)", [])).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn completions_run_in_submission_order() {
         let w = worker();
         let order = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
@@ -243,10 +285,13 @@ mod tests {
         for i in 0..100 {
             let order = order.clone();
             let (tx, rx) = oneshot::channel();
-            w.submit(move |_| Ok::<_, ()>(i), move |r, _| {
-                order.lock().unwrap().push(r.unwrap());
-                let _ = tx.send(());
-            })
+            w.submit(
+                move |_| Ok::<_, ()>(i),
+                move |r, _| {
+                    order.lock().unwrap().push(r.unwrap());
+                    let _ = tx.send(());
+                },
+            )
             .await
             .unwrap();
             last = Some(rx);
