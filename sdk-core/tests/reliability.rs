@@ -346,3 +346,51 @@ async fn a_large_offline_queue_respects_the_server_rate_limit_and_keeps_order() 
     assert_eq!(alice.unsent_count().await.unwrap(), 0);
     server.shutdown().await;
 }
+
+/// A long absence is synced page after page (the link reads the next page ahead while the
+/// engine commits one); a cut in the middle of it, which loses a page read ahead, loses and
+/// duplicates nothing.
+#[tokio::test]
+async fn a_long_absence_syncs_page_after_page_once_despite_a_cut() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(&dir, "bob");
+    let alice = registered(&url, "alice").await;
+    let bob = logged_in_new(&url, "bob", &store).await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    eventually("bob has the conversation", || async { bob.conversation(&dm.id).await.unwrap().is_some() }).await;
+    bob.shutdown().await;
+    drop(bob);
+    let total = 4 * missive_proto::MAX_PAGE_SIZE as usize + 123;
+    let sends: Vec<_> = (0..8)
+        .map(|task| {
+            let (alice, conv) = (alice.clone(), dm.id.clone());
+            tokio::spawn(async move {
+                for i in (task..total).step_by(8) {
+                    alice.send_text(&conv, &format!("m{i:04}")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap();
+    }
+    assert!(alice.flush(WAIT).await.unwrap());
+
+    let proxy = FaultProxy::start(server.addr(), FaultConfig::default()).await.unwrap();
+    let bob = Client::open(config(&proxy.url()).store_path(&store)).await.unwrap();
+    let mut events = bob.subscribe();
+    wait_for(&mut events, "a first page", |e| matches!(e, Event::SyncProgress { caught_up: false, .. })).await;
+    proxy.cut_all();
+    assert!(bob.wait_caught_up(WAIT).await, "caught up after the cut");
+    let texts = all_texts(&bob, &dm.id).await;
+    assert_eq!(texts.len(), total, "every message once");
+    let mut sorted = texts.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), total, "no duplicates");
+    let last = bob.conversation(&dm.id).await.unwrap().unwrap();
+    assert_eq!(last.unread_count as usize, total);
+    assert_eq!(last.last_message.and_then(|m| m.seq), Some(total as u64), "sequence numbers 1..{total}");
+}

@@ -127,7 +127,7 @@ impl NativeTransport {
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (in_tx, in_rx) = mpsc::channel(1024);
         let pacer = Pacer::new(rate);
-        tokio::spawn(LinkTask { ws, next_id: 3, pending: HashMap::new(), incoming: in_tx, pacer }.run(out_rx));
+        tokio::spawn(LinkTask { ws, next_id: 3, pending: HashMap::new(), incoming: in_tx, pacer, ahead: ReadAhead::None }.run(out_rx));
         Ok(Link { grant, outgoing: out_tx, incoming: in_rx })
     }
 }
@@ -135,7 +135,11 @@ impl NativeTransport {
 /// What a request id is waiting for.
 enum Pending {
     Send(String),
-    Sync,
+    /// A sync page after `since`; `ahead`: asked by the link itself (read-ahead).
+    Sync {
+        since: u64,
+        ahead: bool,
+    },
     Ping,
     /// Fire-and-forget requests (cursor acks, receipts, typing, presence).
     Quiet,
@@ -169,12 +173,31 @@ impl Pacer {
     }
 }
 
+/// Sync read-ahead: while the engine commits one page, the link already fetches the next, so
+/// the server's read and the transfer overlap the client's commit instead of following it. The
+/// engine still asks for each page after committing the previous one (the cursor it commits is
+/// what the next request starts from); the link answers from the page read ahead when the
+/// request starts where that page does, and asks the server otherwise.
+enum ReadAhead {
+    None,
+    /// Asked for the page after `since`; `wanted`: the engine asked for it too.
+    InFlight {
+        since: u64,
+        wanted: bool,
+    },
+    Ready {
+        since: u64,
+        page: v1::SyncPage,
+    },
+}
+
 struct LinkTask {
     ws: Ws,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     incoming: mpsc::Sender<Incoming>,
     pacer: Pacer,
+    ahead: ReadAhead,
 }
 
 fn id_number(id: &str) -> u64 {
@@ -229,6 +252,9 @@ impl LinkTask {
             let _ = self.ws.close(None).await;
             return Err("closed by the app".into());
         }
+        if let Outgoing::Sync { since } = command {
+            return self.sync(since.map_or(0, |s| id_number(&s))).await;
+        }
         if let Some(wait) = self.pacer.delay() {
             // Send what is queued, then hold this request back.
             self.ws.flush().await.map_err(|e| e.to_string())?;
@@ -246,10 +272,7 @@ impl LinkTask {
                 Pending::Send(client_id),
             ),
             Outgoing::AckCursor(cursor) => (Req::AckCursor(v1::AckCursor { cursor: id_number(&cursor) }), Pending::Quiet),
-            Outgoing::Sync { since } => {
-                let since = since.map_or(0, |s| id_number(&s));
-                (Req::Sync(v1::SyncRequest { since, limit: missive_proto::MAX_PAGE_SIZE }), Pending::Sync)
-            }
+            Outgoing::Sync { .. } => unreachable!("handled above"),
             Outgoing::Typing { conversation, active } => {
                 (Req::Typing(v1::Typing { conversation_id: id_number(&conversation), active }), Pending::Quiet)
             }
@@ -295,9 +318,63 @@ impl LinkTask {
                 (wire, Pending::Request(request))
             }
         };
+        self.feed(id, request, pending).await
+    }
+
+    async fn feed(&mut self, id: u64, request: Req, pending: Pending) -> Result<(), String> {
         self.pending.insert(id, pending);
         let bytes = codec::encode(&v1::ClientFrame { request_id: id, request: Some(request) });
         self.ws.feed(WsMessage::Binary(bytes.into())).await.map_err(|e| e.to_string())
+    }
+
+    async fn request_sync(&mut self, since: u64, ahead: bool) -> Result<(), String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.feed(id, Req::Sync(v1::SyncRequest { since, limit: missive_proto::MAX_PAGE_SIZE }), Pending::Sync { since, ahead }).await
+    }
+
+    /// The engine asks for the page after `since`: from the read-ahead when it starts there.
+    async fn sync(&mut self, since: u64) -> Result<(), String> {
+        match std::mem::replace(&mut self.ahead, ReadAhead::None) {
+            ReadAhead::Ready { since: s, page } if s == since => self.deliver_page(since, page).await,
+            ReadAhead::InFlight { since: s, .. } if s == since => {
+                self.ahead = ReadAhead::InFlight { since, wanted: true };
+                Ok(())
+            }
+            // Nothing read ahead, or not from there (its reply, if still coming, is dropped).
+            _ => self.request_sync(since, false).await,
+        }
+    }
+
+    /// Hands a page the engine asked for to it, and reads the next one ahead.
+    async fn deliver_page(&mut self, since: u64, page: v1::SyncPage) -> Result<(), String> {
+        if page.has_more && page.next_cursor > since {
+            self.request_sync(page.next_cursor, true).await?;
+            self.ws.flush().await.map_err(|e| e.to_string())?;
+            self.ahead = ReadAhead::InFlight { since: page.next_cursor, wanted: false };
+        }
+        let events = page.events.into_iter().filter_map(convert_event).collect();
+        self.emit(Incoming::SyncPage { events, has_more: page.has_more }).await
+    }
+
+    /// A sync reply: for the engine, or read ahead (kept until the engine asks, or dropped if
+    /// the engine has asked for another position since).
+    async fn on_sync_page(&mut self, since: u64, ahead: bool, page: v1::SyncPage) -> Result<(), String> {
+        if !ahead {
+            return self.deliver_page(since, page).await;
+        }
+        match self.ahead {
+            ReadAhead::InFlight { since: s, wanted } if s == since => {
+                if wanted {
+                    self.ahead = ReadAhead::None;
+                    self.deliver_page(since, page).await
+                } else {
+                    self.ahead = ReadAhead::Ready { since, page };
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn emit(&self, event: Incoming) -> Result<(), String> {
@@ -362,11 +439,19 @@ impl LinkTask {
                 })
                 .await
             }
-            (Pending::Sync, Res::Sync(page)) => {
-                let events = page.events.into_iter().filter_map(convert_event).collect();
-                self.emit(Incoming::SyncPage { events, has_more: page.has_more }).await
+            (Pending::Sync { since, ahead }, Res::Sync(page)) => self.on_sync_page(since, ahead, page).await,
+            // A refused read-ahead is forgotten: the engine's own request goes to the server.
+            (Pending::Sync { since, ahead: true }, Res::Error(e)) => {
+                tracing::debug!(error = %e, "sync read-ahead refused");
+                match self.ahead {
+                    ReadAhead::InFlight { since: s, wanted } if s == since => {
+                        self.ahead = ReadAhead::None;
+                        if wanted { self.request_sync(since, false).await } else { Ok(()) }
+                    }
+                    _ => Ok(()),
+                }
             }
-            (Pending::Sync, other) => Err(format!("sync failed: {other:?}")),
+            (Pending::Sync { .. }, other) => Err(format!("sync failed: {other:?}")),
             (Pending::Ping, _) => self.emit(Incoming::Pong).await,
             (Pending::Quiet, Res::Error(e)) => {
                 tracing::debug!(error = %e, "request refused");
