@@ -34,6 +34,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+mod sending;
 pub mod store;
 pub mod transport;
 mod wire;

@@ -47,7 +47,7 @@ pub enum Hint {
 pub(crate) enum Command {
     Authenticate { auth: Auth, reply: oneshot::Sender<Result<String>> },
     Logout { reply: oneshot::Sender<Result<()>> },
-    Enqueue { client_id: String, conversation: String, body: Body, order: i64 },
+    Enqueue(Vec<Enqueued>),
     Retry { client_id: String },
     Cancel { client_id: String, reply: oneshot::Sender<Result<Message>> },
     Edit { client_id: String, body: Body, reply: oneshot::Sender<Result<Message>> },
@@ -56,6 +56,16 @@ pub(crate) enum Command {
     MarkRead { conversation: String, seq: u64 },
     Hint(Hint),
     Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// A message just committed to the outbox (`Command::Enqueue`, in creation order), for the
+/// engine to transmit.
+pub(crate) struct Enqueued {
+    pub client_id: String,
+    pub conversation: String,
+    pub body: Body,
+    /// Creation order (the store's row order).
+    pub order: i64,
 }
 
 /// What the session store says at start.
@@ -428,8 +438,10 @@ impl Engine {
                 let _ = reply.send(result);
                 return Wake::Interrupt;
             }
-            Command::Enqueue { client_id, conversation, body, order } => {
-                self.outbox.push(client_id, conversation, body, order);
+            Command::Enqueue(enqueued) => {
+                for e in enqueued {
+                    self.outbox.push(e.client_id, e.conversation, e.body, e.order);
+                }
                 self.pump_outbox().await;
             }
             Command::Retry { client_id } => {
@@ -692,7 +704,17 @@ fn apply_event(
             let seq = match message {
                 Some(reference) => match messages::seq_of_reference(conn, &conversation, me, &user, &reference)? {
                     Some(seq) => seq,
-                    None => return Ok(()), // a message this device never saw
+                    None => {
+                        // Our own message, not confirmed yet; or one this device never saw.
+                        if user != me {
+                            let read = kind == ReceiptKind::Read;
+                            if let Some(m) = messages::apply_receipt_before_ack(conn, &conversation, me, &reference, read)? {
+                                touched.insert(conversation.clone());
+                                out.events.push(Event::MessageUpdated(m));
+                            }
+                        }
+                        return Ok(());
+                    }
                 },
                 None => seq,
             };

@@ -54,21 +54,23 @@ fn require(conn: &Connection, id: &str) -> Result<Message> {
     get(conn, id)?.ok_or_else(|| Error::NotFound(format!("message {id}")))
 }
 
-/// Commits a local echo and its outbox row in one transaction. Returns the message and its
-/// creation order.
+/// The outbox: our messages the server has not acknowledged (`messages_unsent`, a partial index).
+const UNSENT: &str = "outgoing = 1 AND server_id IS NULL";
+
+/// Commits a local echo, which puts it in the outbox. Returns the message and its creation
+/// order. Two statements: the conversation's maintained fields (which also tells whether it
+/// exists: `NotFound` is returned before anything is written), then the message.
 pub fn insert_outgoing(conn: &Connection, me: &str, conversation: &str, client_id: &str, body: &Body, now: i64) -> Result<(Message, i64)> {
-    if !conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?.exists([conversation])? {
+    let id = message_id(me, client_id);
+    if !conversations::on_message(conn, conversation, &id, None, false, now)? {
         return Err(Error::NotFound(format!("conversation {conversation}")));
     }
-    let id = message_id(me, client_id);
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6)",
     )?
     .execute(params![id, conversation, me, client_id, encode_body(body), now])?;
     let rowid = conn.last_insert_rowid();
-    conn.prepare_cached("INSERT INTO outbox (client_id, message_rowid) VALUES (?1, ?2)")?.execute(params![client_id, rowid])?;
-    conversations::on_message(conn, conversation, &id, None, false, now)?;
     let message = Message {
         id,
         conversation_id: conversation.to_owned(),
@@ -95,12 +97,11 @@ pub struct Unsent {
 
 /// The outbox in creation order.
 pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
-    let mut stmt = conn.prepare_cached(
-        // CROSS JOIN keeps the (small) outbox as the outer loop: ordering by the messages'
-        // rowid would otherwise let SQLite scan every message.
-        "SELECT o.client_id, m.conversation_id, m.body, m.rowid, o.failed
-         FROM outbox o CROSS JOIN messages m ON m.rowid = o.message_rowid ORDER BY o.message_rowid",
-    )?;
+    let sql = format!(
+        "SELECT client_id, conversation_id, body, rowid, state = 5 FROM messages INDEXED BY messages_unsent
+         WHERE {UNSENT} ORDER BY rowid"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt
         .query_map([], |r| {
             let body: Vec<u8> = r.get(2)?;
@@ -110,21 +111,29 @@ pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
     Ok(rows)
 }
 
-/// The server acknowledged one of our messages: it is Sent and leaves the outbox. A receipt may
+/// How many messages are in the outbox; `failed`: counting those parked as Failed too.
+pub fn unsent_count(conn: &Connection, failed: bool) -> Result<u64> {
+    let sql = format!("SELECT count(*) FROM messages INDEXED BY messages_unsent WHERE {UNSENT} AND (?1 OR state != 5)");
+    Ok(conn.prepare_cached(&sql)?.query_row([failed], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// The server acknowledged one of our messages: it is Sent and leaves the outbox (it has a
+/// server id now). A receipt may
 /// have arrived first (after a lost ack the resend's ack can come after the receipts synced on
 /// reconnect): a message at or below the receipts already seen is Delivered or Read at once.
-/// `None` if unknown (cancelled meanwhile).
+/// `None` if unknown (cancelled meanwhile), or if the server id is already another message's
+/// (`OR IGNORE`: the message stays unsent, and one bad id does not fail the whole inbound batch;
+/// it also spares SQLite a statement journal per ack).
 pub fn apply_ack(conn: &Connection, me: &str, client_id: &str, server_id: &str, seq: u64, server_time_ms: i64) -> Result<Option<Message>> {
     let id = message_id(me, client_id);
     let sql = format!(
-        "UPDATE messages SET server_id = ?2, seq = ?3, failure = NULL,
+        "UPDATE OR IGNORE messages SET server_id = ?2, seq = ?3, failure = NULL,
              state = CASE WHEN state IN (0, 1, 5) THEN coalesce(
                  (SELECT CASE WHEN ?3 <= peer_read_seq THEN 4 WHEN ?3 <= peer_delivered_seq THEN 3 END
                   FROM conversations WHERE id = messages.conversation_id), 2) ELSE state END
          WHERE id = ?1 AND (server_id IS NULL OR state IN (0, 1, 5)) RETURNING {COLUMNS}"
     );
     let message = conn.prepare_cached(&sql)?.query_row(params![id, server_id, seq as i64], |r| from_row_at(r, 0)).optional()?;
-    conn.prepare_cached("DELETE FROM outbox WHERE client_id = ?1")?.execute([client_id])?;
     let Some(message) = message else { return Ok(None) };
     conversations::on_message(conn, &message.conversation_id, &id, Some(seq), false, server_time_ms.max(message.timestamp_ms))?;
     Ok(Some(message))
@@ -139,7 +148,6 @@ pub fn apply_refused(conn: &Connection, me: &str, client_id: &str, reason: &str,
     let id = message_id(me, client_id);
     conn.prepare_cached("UPDATE messages SET state = 5, failure = ?2, failure_retryable = 0 WHERE id = ?1 AND server_id IS NULL")?
         .execute(params![id, reason])?;
-    conn.prepare_cached("UPDATE outbox SET failed = 1 WHERE client_id = ?1")?.execute([client_id])?;
     get(conn, &id)
 }
 
@@ -241,6 +249,18 @@ pub fn seq_of_reference(conn: &Connection, conversation: &str, me: &str, user: &
     Ok(seq.flatten().map(|s| s as u64))
 }
 
+/// A receipt naming our own message before the server confirmed it (XMPP: the peer's client can
+/// answer faster than our archive read confirms the send): the message is Delivered or Read
+/// at once, and its confirmation later keeps that state. `None` if it is not such a message.
+pub fn apply_receipt_before_ack(conn: &Connection, conversation: &str, me: &str, client_id: &str, read: bool) -> Result<Option<Message>> {
+    let target = if read { MessageState::Read.code() } else { MessageState::Delivered.code() };
+    let sql = format!(
+        "UPDATE messages SET state = ?3 WHERE id = ?1 AND conversation_id = ?2 AND {UNSENT} AND state < ?3 AND state != 5
+         RETURNING {COLUMNS}"
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row(params![message_id(me, client_id), conversation, target], |r| from_row_at(r, 0)).optional()?)
+}
+
 /// The newest message from others at or below `seq`: what a receipt for `seq` names, for
 /// protocols that name messages.
 pub fn reference_at(conn: &Connection, conversation: &str, seq: u64) -> Result<Option<crate::transport::MessageRef>> {
@@ -312,7 +332,6 @@ pub fn edit_unsent(conn: &Connection, me: &str, client_id: &str, body: &Body) ->
 pub fn retry_failed(conn: &Connection, me: &str, client_id: &str) -> Result<Message> {
     let id = message_id(me, client_id);
     conn.prepare_cached("UPDATE messages SET state = 0, failure = NULL WHERE id = ?1 AND state = 5")?.execute([&id])?;
-    conn.prepare_cached("UPDATE outbox SET failed = 0 WHERE client_id = ?1")?.execute([client_id])?;
     require(conn, &id)
 }
 
@@ -344,6 +363,38 @@ mod tests {
             .map(|(id, seq)| apply_ack(&conn, "me", id, &format!("s{seq}"), *seq, 0).unwrap().unwrap().state)
             .collect();
         assert_eq!(states, [MessageState::Read, MessageState::Delivered, MessageState::Sent]);
+    }
+
+    /// The outbox is the messages without a server id: an ack takes one out, a permanent
+    /// refusal keeps it (as failed), a retry makes it pending again.
+    #[test]
+    fn the_outbox_is_what_has_no_server_id_in_creation_order() {
+        let conn = store();
+        for id in ["m1", "m2", "m3"] {
+            insert_outgoing(&conn, "me", "c", id, &Body::Text(id.into()), 0).unwrap();
+        }
+        apply_ack(&conn, "me", "m2", "s1", 1, 0).unwrap();
+        apply_refused(&conn, "me", "m3", "too big", false).unwrap();
+        let outbox: Vec<(String, bool)> = load_outbox(&conn).unwrap().into_iter().map(|u| (u.client_id, u.failed)).collect();
+        assert_eq!(outbox, [("m1".to_string(), false), ("m3".to_string(), true)]);
+        assert_eq!((unsent_count(&conn, true).unwrap(), unsent_count(&conn, false).unwrap()), (2, 1));
+        retry_failed(&conn, "me", "m3").unwrap();
+        assert_eq!(unsent_count(&conn, false).unwrap(), 2);
+        assert!(matches!(insert_outgoing(&conn, "me", "nowhere", "m4", &Body::Text("x".into()), 0), Err(Error::NotFound(_))));
+        assert_eq!(unsent_count(&conn, true).unwrap(), 2, "nothing written for a missing conversation");
+    }
+
+    /// A receipt that overtakes our own message's confirmation is kept: the confirmation lands
+    /// on the receipt's state instead of Sent.
+    #[test]
+    fn a_receipt_before_the_confirmation_is_not_lost() {
+        let conn = store();
+        insert_outgoing(&conn, "me", "c", "m1", &Body::Text("m1".into()), 0).unwrap();
+        let early = apply_receipt_before_ack(&conn, "c", "me", "m1", false).unwrap().expect("our unconfirmed message");
+        assert_eq!(early.state, MessageState::Delivered);
+        assert!(apply_receipt_before_ack(&conn, "c", "me", "unknown", false).unwrap().is_none());
+        assert_eq!(apply_ack(&conn, "me", "m1", "s1", 1, 0).unwrap().unwrap().state, MessageState::Delivered);
+        assert_eq!(unsent_count(&conn, true).unwrap(), 0);
     }
 
     /// A delivered receipt is owed from the moment the messages are stored until the server

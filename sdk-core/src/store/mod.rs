@@ -3,9 +3,9 @@
 //!
 //! Tables: `conversations` (with unread counts and the last message maintained on every write,
 //! not recomputed on read), `messages` (unique id `"{sender}:{client_id}"` and unique server id:
-//! a replay is a no-op), `outbox` (unsent messages, committed in the same transaction as their
-//! local echo), `settings` (session, sync cursor). A corrupt or newer database is refused with
-//! `Error::CorruptStore` and left untouched.
+//! a replay is a no-op; the outbox is our messages without a server id, found through a partial
+//! index, so a local echo and its place in the outbox are one row), `settings` (session, sync
+//! cursor). A corrupt or newer database is refused with `Error::CorruptStore` and left untouched.
 
 pub mod conversations;
 pub mod messages;
@@ -106,8 +106,8 @@ mod tests {
             )
             .unwrap();
             schema::migrate(&mut conn, start, schema::VERSION).unwrap();
-            let n: i64 = conn.query_row("SELECT count(*) FROM outbox JOIN messages ON messages.rowid = message_rowid", [], |r| r.get(0)).unwrap();
-            assert_eq!(n, 1, "from version {start}");
+            let unsent = messages::load_outbox(&conn).unwrap();
+            assert_eq!(unsent.iter().map(|u| u.client_id.as_str()).collect::<Vec<_>>(), ["x"], "from version {start}");
             let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
             assert_eq!(v, schema::VERSION);
         }

@@ -62,6 +62,14 @@ ALTER TABLE conversations ADD COLUMN peer_read_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE conversations ADD COLUMN delivered_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE conversations ADD COLUMN delivered_synced INTEGER NOT NULL DEFAULT 1;
 "#,
+    // v5: the outbox is the set of our messages without a server id (Failed ones: state 5),
+    // found through a partial index instead of a table of its own. A send writes one index entry
+    // instead of a row and two index entries (and a foreign-key check), an ack deletes one.
+    // Every unsent message of v4 is in the outbox of v5: it had no server id.
+    r#"
+CREATE INDEX messages_unsent ON messages (outgoing) WHERE outgoing = 1 AND server_id IS NULL;
+DROP TABLE outbox;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -94,6 +94,9 @@ pub struct XmppStats {
     pub resume_failed: u32,
 }
 
+/// How long a connection waits for the answer to a XEP-0198 resumption.
+const RESUME_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A XEP-0198 session that may be resumed.
 struct SmSession {
     id: String,
@@ -391,7 +394,17 @@ impl XmppTransport {
         };
         if let Some(previous) = previous.filter(|p| may_resume && sm_offered && bare(&p.jid) == jid) {
             hs.send(&Element::new("resume", NS_SM).attr("h", previous.counters.inbound.to_string()).attr("previd", &previous.id)).await?;
-            let answer = hs.next().await?;
+            // A server can leave a resumption unanswered for long (ejabberd, when the old
+            // stream was cut with archive queries in progress, stayed silent for 16 s and more):
+            // that counts as failed, and the next connection binds a new session.
+            let answer = match tokio::time::timeout(RESUME_ANSWER_WAIT, hs.next()).await {
+                Ok(answer) => answer?,
+                Err(_) => {
+                    tracing::debug!("no answer to the XEP-0198 resumption; the next connection binds a new session");
+                    self.shared.lock().expect("not poisoned").stats.resume_failed += 1;
+                    return Err(io("no answer to the XEP-0198 resumption"));
+                }
+            };
             if answer.is("resumed", NS_SM) {
                 let h: u32 = answer.get_attr("h").and_then(|h| h.parse().ok()).ok_or_else(|| io("<resumed/> without h"))?;
                 tracing::debug!(h, "XEP-0198 session resumed");

@@ -182,7 +182,15 @@ impl LinkTask {
             }
             return Ok(());
         }
-        let Some(task) = self.muc_tasks.remove(&room) else { return Ok(()) };
+        let Some(task) = self.muc_tasks.remove(&room) else {
+            // In a group we follow, the join is confirmed: read its archive now. A message the
+            // room handled before our join reached no live copy to us, and a read made before
+            // the join (at the invitation, at sync) may have come too early to see it.
+            if self.cursor.archives.contains_key(&room) {
+                return self.read_archive(room, false).await;
+            }
+            return Ok(());
+        };
         match task.goal {
             MucGoal::JoinRoom { reply } => {
                 self.rooms.insert(room.clone());
