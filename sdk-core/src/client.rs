@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::ClientConfig;
 use crate::engine::{Boot, Command, Engine, Hint};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventStream};
+use crate::event::{Event, EventSender, EventStream};
 use crate::model::{Body, ConnectionState, Conversation, Message, MessageId, MessagePage, Presence};
 use crate::sending::SendQueue;
 use crate::store::{Store, conversations, messages, settings};
@@ -24,7 +24,7 @@ pub struct Client {
 struct Inner {
     commands: mpsc::Sender<Command>,
     store: Store,
-    events: broadcast::Sender<Event>,
+    events: EventSender,
     state: watch::Receiver<ConnectionState>,
     caught_up: watch::Receiver<bool>,
     device: String,
@@ -69,7 +69,7 @@ impl Client {
             })
             .await?;
         let (commands, rx) = mpsc::channel(1024);
-        let (events, _) = broadcast::channel(4096);
+        let events = EventSender::new(4096);
         let initial = ConnectionState::Connecting;
         let (state_tx, state) = watch::channel(initial);
         let (caught_up_tx, caught_up) = watch::channel(false);

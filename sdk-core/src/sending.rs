@@ -6,11 +6,11 @@
 //! conversation that does not exist gets `NotFound` alone (that check writes nothing). Any other
 //! failure undoes the whole group and every call in it gets the error: none of them committed.
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Command, Enqueued};
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventSender};
 use crate::model::{Body, Message};
 use crate::store::{Store, messages};
 
@@ -32,7 +32,7 @@ pub(crate) struct SendQueue {
 
 impl SendQueue {
     /// Starts the group-commit task on the current runtime. It ends when the queue is dropped.
-    pub(crate) fn start(store: Store, commands: mpsc::Sender<Command>, events: broadcast::Sender<Event>) -> SendQueue {
+    pub(crate) fn start(store: Store, commands: mpsc::Sender<Command>, events: EventSender) -> SendQueue {
         let (waiting, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, store, commands, events));
         SendQueue { waiting }
@@ -47,7 +47,7 @@ impl SendQueue {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Waiting>, store: Store, commands: mpsc::Sender<Command>, events: broadcast::Sender<Event>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Waiting>, store: Store, commands: mpsc::Sender<Command>, events: EventSender) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let mut replies = Vec::with_capacity(group.len());

@@ -19,12 +19,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventSender};
 use crate::model::{Body, ConnectionState, ConversationKind, Message, ReceiptKind};
 use crate::store::{Store, conversations, messages, settings};
 use crate::transport::{Auth, Incoming, Link, MessageRef, Outgoing, RemoteEvent, RemoteEventKind, Request, TransportError};
@@ -87,7 +87,7 @@ pub(crate) struct Engine {
     config: ClientConfig,
     store: Store,
     commands: mpsc::Receiver<Command>,
-    events: broadcast::Sender<Event>,
+    events: EventSender,
     state: watch::Sender<ConnectionState>,
     caught_up: watch::Sender<bool>,
     me: Option<String>,
@@ -112,7 +112,7 @@ impl Engine {
         store: Store,
         boot: Boot,
         commands: mpsc::Receiver<Command>,
-        events: broadcast::Sender<Event>,
+        events: EventSender,
         state: watch::Sender<ConnectionState>,
         caught_up: watch::Sender<bool>,
     ) -> Self {
