@@ -57,15 +57,6 @@ impl Worker {
     pub fn spawn(conn: Connection, name: &str) -> (Worker, oneshot::Receiver<()>) {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (closed_tx, closed_rx) = oneshot::channel();
-        // Savepoints (one per job when several share a transaction) and statement journals
-        // copy the pages they change first to a sub-journal: kept in memory, not spilled to a
-        // temporary file past 64 KiB. A statement that needs a statement journal then costs
-        // time in proportion to the sub-journal (SQLite walks it to truncate), so statements
-        // run many times in one large job should not need one (`UPDATE OR IGNORE`, single-row
-        // `INSERT`).
-        if let Err(e) = conn.pragma_update(None, "temp_store", "MEMORY") {
-            tracing::warn!(error = %e, "cannot keep temporary data in memory");
-        }
         let checkpointer = Checkpointer::start(&conn, name);
         std::thread::Builder::new()
             .name(name.to_owned())
