@@ -39,39 +39,18 @@ pub enum Event {
     /// A message changed: its state, server id or body.
     MessageUpdated(Message),
     /// A local echo was cancelled.
-    MessageRemoved {
-        id: String,
-        conversation_id: String,
-    },
+    MessageRemoved { id: String, conversation_id: String },
     /// A conversation was created, renamed, changed members, or its unread count or draft
     /// changed.
     ConversationChanged(Conversation),
     /// A member's receipt.
-    Receipt {
-        conversation_id: String,
-        user: String,
-        kind: ReceiptKind,
-        seq: u64,
-    },
-    Typing {
-        conversation_id: String,
-        user: String,
-        active: bool,
-    },
-    Presence {
-        user: String,
-        presence: Presence,
-        status: String,
-    },
+    Receipt { conversation_id: String, user: String, kind: ReceiptKind, seq: u64 },
+    Typing { conversation_id: String, user: String, active: bool },
+    Presence { user: String, presence: Presence, status: String },
     /// Catch-up after a (re)connect: `caught_up` is true once the client is live.
-    SyncProgress {
-        applied: u64,
-        caught_up: bool,
-    },
+    SyncProgress { applied: u64, caught_up: bool },
     /// This subscriber fell behind and missed `missed` events: reload from the store.
-    Lagged {
-        missed: u64,
-    },
+    Lagged { missed: u64 },
 }
 
 /// A subscription: a `Stream` of [`Event`]s, starting with the current connection state.

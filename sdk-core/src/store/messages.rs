@@ -111,10 +111,10 @@ pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
     Ok(rows)
 }
 
-/// How many messages are in the outbox; `failed`: counting those parked as Failed too.
-pub fn unsent_count(conn: &Connection, failed: bool) -> Result<u64> {
+/// How many messages are in the outbox, with or without those parked as Failed.
+pub fn unsent_count(conn: &Connection, include_failed: bool) -> Result<u64> {
     let sql = format!("SELECT count(*) FROM messages INDEXED BY messages_unsent WHERE {UNSENT} AND (?1 OR state != 5)");
-    Ok(conn.prepare_cached(&sql)?.query_row([failed], |r| r.get::<_, i64>(0))? as u64)
+    Ok(conn.prepare_cached(&sql)?.query_row([include_failed], |r| r.get::<_, i64>(0))? as u64)
 }
 
 /// The server acknowledged one of our messages: it is Sent and leaves the outbox (it has a
