@@ -411,9 +411,8 @@ impl Client {
                     self.inner
                         .store
                         .call(move |c| {
-                            for m in history.messages.iter().filter(|m| oldest_cached.is_none_or(|oldest| m.seq < oldest)) {
-                                messages::apply_remote(c, &me, m, conv.kind)?;
-                            }
+                            let older = history.messages.into_iter().filter(|m| oldest_cached.is_none_or(|oldest| m.seq < oldest));
+                            messages::apply_remote_run(c, &me, older.map(|m| (m, conv.kind)).collect())?;
                             Ok(())
                         })
                         .await?;

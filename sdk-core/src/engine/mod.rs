@@ -10,24 +10,23 @@
 
 pub mod backoff;
 pub mod connection;
+mod inbound;
 #[cfg(test)]
 mod model_test;
 pub mod outbox;
 pub mod sync;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSender};
-use crate::model::{Body, ConnectionState, ConversationKind, Message, ReceiptKind};
+use crate::model::{Body, ConnectionState, Message, ReceiptKind};
 use crate::store::{Store, conversations, messages, settings};
-use crate::transport::{Auth, Incoming, Link, MessageRef, Outgoing, RemoteEvent, RemoteEventKind, Request, TransportError};
+use crate::transport::{Auth, Incoming, Link, MessageRef, Outgoing, Request, TransportError};
 use connection::{ConnectionMachine, Next};
 use outbox::{ChangeError, Outbox};
 use sync::{SyncState, SyncStep};
@@ -370,7 +369,7 @@ impl Engine {
 
     async fn apply_inbound(&mut self, batch: Vec<Incoming>) {
         let me = self.me.clone().unwrap_or_default();
-        let applied = match self.store.call(move |c| apply_batch(c, &me, batch)).await {
+        let applied = match self.store.call(move |c| inbound::apply_batch(c, &me, batch)).await {
             Ok(applied) => applied,
             Err(e) => {
                 // Nothing was committed or acknowledged: drop the link and replay from the last
@@ -579,160 +578,4 @@ impl Engine {
         self.attach(link).await;
         Ok(username)
     }
-}
-
-/// What one inbound batch did, computed inside the store transaction.
-#[derive(Default)]
-struct Applied {
-    events: Vec<Event>,
-    acked: Vec<String>,
-    refused: Vec<(String, bool)>,
-    /// The last cursor committed in this batch (to acknowledge).
-    last_cursor: Option<String>,
-    /// A sync page: (events, has_more) and its last cursor.
-    page: Option<(u64, bool)>,
-    page_cursor: Option<String>,
-    /// Live events: the last cursor and how many.
-    live: Option<(String, u64)>,
-    /// Newest message received from others, per conversation: to send delivered receipts.
-    delivered: Vec<(String, (u64, MessageRef))>,
-    pause_sends: bool,
-}
-
-fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> Result<Applied> {
-    let mut out = Applied::default();
-    let mut touched = BTreeSet::new();
-    let mut delivered = std::collections::BTreeMap::<String, (u64, MessageRef)>::new();
-    for item in batch {
-        match item {
-            Incoming::Acked { client_id, server_id, seq, server_time_ms, .. } => {
-                if let Some(m) = messages::apply_ack(conn, me, &client_id, &server_id, seq, server_time_ms)? {
-                    touched.insert(m.conversation_id.clone());
-                    out.events.push(Event::MessageUpdated(m));
-                }
-                out.acked.push(client_id);
-            }
-            Incoming::Refused { client_id, code, message, retryable } => {
-                tracing::warn!(%client_id, %code, %message, retryable, "send refused");
-                if let Some(m) = messages::apply_refused(conn, me, &client_id, &format!("{code}: {message}"), retryable)? {
-                    out.events.push(Event::MessageUpdated(m));
-                }
-                out.pause_sends |= retryable;
-                out.refused.push((client_id, retryable));
-            }
-            Incoming::SyncPage { events, has_more } => {
-                let count = events.len() as u64;
-                for e in events {
-                    let cursor = e.cursor.clone();
-                    apply_event(conn, me, e, &mut out, &mut touched, &mut delivered)?;
-                    out.page_cursor = Some(cursor.clone());
-                    out.last_cursor = Some(cursor);
-                }
-                // One page per batch: the next is asked for only after this one commits.
-                out.page = Some((count, has_more));
-            }
-            Incoming::Live(e) => {
-                let cursor = e.cursor.clone();
-                apply_event(conn, me, e, &mut out, &mut touched, &mut delivered)?;
-                let n = out.live.as_ref().map_or(0, |(_, n)| *n);
-                out.live = Some((cursor.clone(), n + 1));
-                out.last_cursor = Some(cursor);
-            }
-            Incoming::RoomMessage(m) => {
-                touched.insert(m.conversation.clone());
-                match messages::apply_remote(conn, me, &m, ConversationKind::Room)? {
-                    Some(messages::Applied::Added(m)) => out.events.push(Event::MessageAdded(m)),
-                    // Our own message echoed by the room: for transports without a separate
-                    // acknowledgement (XMPP), this is it.
-                    Some(messages::Applied::Confirmed(m)) => {
-                        out.acked.push(m.client_id.clone());
-                        out.events.push(Event::MessageUpdated(m));
-                    }
-                    None => {}
-                }
-            }
-            Incoming::Typing { conversation, user, active } => {
-                out.events.push(Event::Typing { conversation_id: conversation, user, active })
-            }
-            Incoming::Presence { user, presence, status } => out.events.push(Event::Presence { user, presence, status }),
-            Incoming::Pong => {}
-        }
-    }
-    if let Some(cursor) = &out.last_cursor {
-        settings::set(conn, settings::CURSOR, cursor)?;
-    }
-    for id in touched {
-        if let Some(c) = conversations::get(conn, &id)? {
-            out.events.push(Event::ConversationChanged(c));
-        }
-    }
-    for (conversation, (seq, _)) in &delivered {
-        conversations::owe_delivered(conn, conversation, *seq)?;
-    }
-    out.delivered = delivered.into_iter().collect();
-    Ok(out)
-}
-
-fn apply_event(
-    conn: &Connection,
-    me: &str,
-    event: RemoteEvent,
-    out: &mut Applied,
-    touched: &mut BTreeSet<String>,
-    delivered: &mut std::collections::BTreeMap<String, (u64, MessageRef)>,
-) -> Result<()> {
-    match event.kind {
-        RemoteEventKind::Message(m) => {
-            touched.insert(m.conversation.clone());
-            if m.sender != me && delivered.get(&m.conversation).is_none_or(|(seq, _)| *seq < m.seq) {
-                let reference = MessageRef { client_id: m.client_id.clone(), server_id: Some(m.server_id.clone()) };
-                delivered.insert(m.conversation.clone(), (m.seq, reference));
-            }
-            match messages::apply_remote(conn, me, &m, ConversationKind::Direct)? {
-                Some(messages::Applied::Added(m)) => out.events.push(Event::MessageAdded(m)),
-                Some(messages::Applied::Confirmed(m)) => {
-                    out.acked.push(m.client_id.clone());
-                    out.events.push(Event::MessageUpdated(m));
-                }
-                None => {}
-            }
-        }
-        RemoteEventKind::Receipt { conversation, user, kind, seq, message } => {
-            if conversation.is_empty() {
-                return Ok(()); // an event kind this version does not know
-            }
-            let seq = match message {
-                Some(reference) => match messages::seq_of_reference(conn, &conversation, me, &user, &reference)? {
-                    Some(seq) => seq,
-                    None => {
-                        // Our own message, not confirmed yet; or one this device never saw.
-                        if user != me {
-                            let read = kind == ReceiptKind::Read;
-                            if let Some(m) = messages::apply_receipt_before_ack(conn, &conversation, me, &reference, read)? {
-                                touched.insert(conversation.clone());
-                                out.events.push(Event::MessageUpdated(m));
-                            }
-                        }
-                        return Ok(());
-                    }
-                },
-                None => seq,
-            };
-            if user == me {
-                if kind == ReceiptKind::Read && conversations::read_elsewhere(conn, &conversation, seq)? {
-                    touched.insert(conversation.clone());
-                }
-            } else {
-                for m in messages::apply_receipt(conn, &conversation, seq, kind == ReceiptKind::Read)? {
-                    out.events.push(Event::MessageUpdated(m));
-                }
-            }
-            out.events.push(Event::Receipt { conversation_id: conversation, user, kind, seq });
-        }
-        RemoteEventKind::Membership { conversation, .. } => {
-            conversations::upsert(conn, me, &conversation, crate::now_ms())?;
-            touched.insert(conversation.id);
-        }
-    }
-    Ok(())
 }

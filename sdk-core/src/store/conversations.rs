@@ -103,6 +103,21 @@ pub fn on_message(conn: &Connection, conversation: &str, message_id: &str, seq: 
     Ok(changed == 1)
 }
 
+/// New messages from the server were stored (a run of them): the last message if it is the
+/// newest, activity time, sequence and `unread` more unread messages, in one write.
+pub fn on_messages(conn: &Connection, conversation: &str, last_id: &str, last_seq: u64, unread: u32, at_ms: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE conversations SET
+             last_message = CASE WHEN ?3 >= last_seq OR last_message IS NULL THEN ?2 ELSE last_message END,
+             last_seq = max(last_seq, ?3),
+             last_activity_ms = max(last_activity_ms, ?5),
+             unread = unread + ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![conversation, last_id, last_seq as i64, unread, at_ms])?;
+    Ok(())
+}
+
 /// Recomputes the last message after a local echo was removed.
 pub fn refresh_last_message(conn: &Connection, conversation: &str) -> Result<()> {
     conn.prepare_cached(

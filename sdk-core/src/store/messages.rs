@@ -158,55 +158,137 @@ pub enum Applied {
     Confirmed(Message),
 }
 
-/// Stores a message from the server exactly once. The common case (a new message) costs two
-/// statements: the insert, which the unique id and server id turn into a no-op for a replay, and
-/// the conversation's maintained fields.
-pub fn apply_remote(conn: &Connection, me: &str, m: &RemoteMessage, kind_if_new: ConversationKind) -> Result<Option<Applied>> {
-    let id = message_id(&m.sender, &m.client_id);
-    let outgoing = m.sender == me;
-    let state = if outgoing { MessageState::Sent } else { MessageState::Delivered };
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![
+/// Row counts of the multi-row inserts a run is split into (largest first): one statement for
+/// many rows costs about two thirds of a statement per row, and a handful of sizes keeps the
+/// statement cache small.
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+fn insert_remote_sql(rows: usize) -> String {
+    let values = vec!["(?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
+    format!(
+        "INSERT OR IGNORE INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
+         VALUES {values}"
+    )
+}
+
+/// A conversation's maintained fields, summed over the new messages of a run.
+struct RunTotals {
+    kind_if_new: ConversationKind,
+    /// The newest message: its seq and its place in the result.
+    last: (u64, usize),
+    at_ms: i64,
+    incoming_seqs: Vec<u64>,
+}
+
+/// Stores messages from the server exactly once each, in order, with the effect of storing them
+/// one by one, for a fraction of the cost: multi-row inserts, which the unique id and server id
+/// turn into no-ops for replays, and each conversation's maintained fields written once per run.
+/// A conversation not known yet is created with the kind given with its first message. Returns
+/// what each message did, in order (replays did nothing and are left out).
+pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, ConversationKind)>) -> Result<Vec<Applied>> {
+    let ids: Vec<String> = run.iter().map(|(m, _)| message_id(&m.sender, &m.client_id)).collect();
+    let mut inserted = Vec::with_capacity(run.len());
+    let mut at = 0;
+    while at < run.len() {
+        let size = INSERT_CHUNKS.into_iter().find(|&size| size <= run.len() - at).unwrap_or(1);
+        inserted.extend(insert_chunk(conn, me, &run[at..at + size], &ids[at..at + size])?);
+        at += size;
+    }
+    let mut applied = Vec::with_capacity(run.len());
+    let mut totals: std::collections::HashMap<String, RunTotals> = std::collections::HashMap::new();
+    for (((m, kind), id), new) in run.into_iter().zip(ids).zip(inserted) {
+        if !new {
+            // Known already: a replay (no-op), or our own pending echo confirmed by the server.
+            let known: Option<Option<String>> =
+                conn.prepare_cached("SELECT server_id FROM messages WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
+            if let Some(None) = known
+                && let Some(confirmed) = apply_ack(conn, me, &m.client_id, &m.server_id, m.seq, m.server_time_ms)?
+            {
+                applied.push(Applied::Confirmed(confirmed));
+            }
+            continue;
+        }
+        let outgoing = m.sender == me;
+        let place = applied.len();
+        let t = match totals.get_mut(&m.conversation) {
+            Some(t) => t,
+            None => totals.entry(m.conversation.clone()).or_insert(RunTotals {
+                kind_if_new: kind,
+                last: (m.seq, place),
+                at_ms: m.server_time_ms,
+                incoming_seqs: Vec::new(),
+            }),
+        };
+        if m.seq >= t.last.0 {
+            t.last = (m.seq, place);
+        }
+        t.at_ms = t.at_ms.max(m.server_time_ms);
+        if !outgoing {
+            t.incoming_seqs.push(m.seq);
+        }
+        applied.push(Applied::Added(Message {
             id,
-            m.conversation,
-            m.sender,
-            m.client_id,
-            m.server_id,
-            m.seq as i64,
-            encode_body(&m.body),
-            state.code(),
+            conversation_id: m.conversation,
+            sender: m.sender,
+            client_id: m.client_id,
+            server_id: Some(m.server_id),
+            seq: Some(m.seq),
+            body: m.body,
+            state: if outgoing { MessageState::Sent } else { MessageState::Delivered },
             outgoing,
-            m.server_time_ms
-        ])?;
-    if inserted == 0 {
-        // Known already: a replay (no-op), or our own pending echo confirmed by the server.
-        let known: Option<Option<String>> =
-            conn.prepare_cached("SELECT server_id FROM messages WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
-        return Ok(match known {
-            Some(None) => apply_ack(conn, me, &m.client_id, &m.server_id, m.seq, m.server_time_ms)?.map(Applied::Confirmed),
-            _ => None,
-        });
+            timestamp_ms: m.server_time_ms,
+        }));
     }
-    if !conversations::on_message(conn, &m.conversation, &id, Some(m.seq), !outgoing, m.server_time_ms)? {
-        conversations::ensure(conn, &m.conversation, kind_if_new)?;
-        conversations::on_message(conn, &m.conversation, &id, Some(m.seq), !outgoing, m.server_time_ms)?;
+    for (conversation, t) in totals {
+        let read_seq: Option<i64> =
+            conn.prepare_cached("SELECT read_seq FROM conversations WHERE id = ?1")?.query_row([&conversation], |r| r.get(0)).optional()?;
+        if read_seq.is_none() {
+            conversations::ensure(conn, &conversation, t.kind_if_new)?;
+        }
+        let read_seq = read_seq.unwrap_or(0);
+        let unread = t.incoming_seqs.iter().filter(|&&seq| seq as i64 > read_seq).count() as u32;
+        let Applied::Added(last) = &applied[t.last.1] else { unreachable!("totals count added messages only") };
+        conversations::on_messages(conn, &conversation, &last.id, t.last.0, unread, t.at_ms)?;
     }
-    Ok(Some(Applied::Added(Message {
-        id,
-        conversation_id: m.conversation.clone(),
-        sender: m.sender.clone(),
-        client_id: m.client_id.clone(),
-        server_id: Some(m.server_id.clone()),
-        seq: Some(m.seq),
-        body: m.body.clone(),
-        state,
-        outgoing,
-        timestamp_ms: m.server_time_ms,
-    })))
+    Ok(applied)
+}
+
+/// One multi-row insert: whether each row is new. Ignored rows (already stored) are told apart
+/// from inserted ones by rowid only when the statement skipped any: the rows one statement
+/// inserts take consecutive rowids after the largest.
+fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, ConversationKind)], ids: &[String]) -> Result<Vec<bool>> {
+    let mut stmt = conn.prepare_cached(&insert_remote_sql(chunk.len()))?;
+    let mut at = 1;
+    for ((m, _), id) in chunk.iter().zip(ids) {
+        let outgoing = m.sender == me;
+        let state = if outgoing { MessageState::Sent } else { MessageState::Delivered };
+        stmt.raw_bind_parameter(at, id)?;
+        stmt.raw_bind_parameter(at + 1, &m.conversation)?;
+        stmt.raw_bind_parameter(at + 2, &m.sender)?;
+        stmt.raw_bind_parameter(at + 3, &m.client_id)?;
+        stmt.raw_bind_parameter(at + 4, &m.server_id)?;
+        stmt.raw_bind_parameter(at + 5, m.seq as i64)?;
+        stmt.raw_bind_parameter(at + 6, encode_body(&m.body))?;
+        stmt.raw_bind_parameter(at + 7, state.code())?;
+        stmt.raw_bind_parameter(at + 8, outgoing)?;
+        stmt.raw_bind_parameter(at + 9, m.server_time_ms)?;
+        at += 10;
+    }
+    let changed = stmt.raw_execute()?;
+    if changed == chunk.len() {
+        return Ok(vec![true; chunk.len()]);
+    }
+    let last = conn.last_insert_rowid();
+    let new_rowids = (last - changed as i64 + 1)..=last;
+    let mut claimed = std::collections::HashSet::new();
+    let mut lookup = conn.prepare_cached("SELECT rowid FROM messages WHERE id = ?1")?;
+    ids.iter()
+        .map(|id| {
+            let rowid: Option<i64> = lookup.query_row([id], |r| r.get(0)).optional()?;
+            // A row repeated within the chunk is new only the first time.
+            Ok(rowid.is_some_and(|rowid| changed > 0 && new_rowids.contains(&rowid) && claimed.insert(rowid)))
+        })
+        .collect()
 }
 
 /// Another member's receipt: our messages up to `seq` become Delivered or Read. Only the range
@@ -395,6 +477,59 @@ mod tests {
         assert!(apply_receipt_before_ack(&conn, "c", "me", "unknown", false).unwrap().is_none());
         assert_eq!(apply_ack(&conn, "me", "m1", "s1", 1, 0).unwrap().unwrap().state, MessageState::Delivered);
         assert_eq!(unsent_count(&conn, true).unwrap(), 0);
+    }
+
+    fn remote(sender: &str, client_id: &str, seq: u64) -> (RemoteMessage, ConversationKind) {
+        let m = RemoteMessage {
+            server_id: format!("s{seq}"),
+            conversation: "c".into(),
+            seq,
+            sender: sender.into(),
+            client_id: client_id.into(),
+            body: Body::Text(format!("m{seq}")),
+            server_time_ms: seq as i64,
+        };
+        (m, ConversationKind::Direct)
+    }
+
+    /// A run stores each message once, as storing them one by one would: replays of stored
+    /// messages, a repeat inside the run and our own pending echo are told apart from new
+    /// messages inside one multi-row insert, and the conversation's fields add up.
+    #[test]
+    fn a_run_stores_each_message_once_whatever_repeats() {
+        let conn = store();
+        conn.execute("UPDATE conversations SET read_seq = 3", []).unwrap();
+        apply_remote_run(&conn, "me", vec![remote("you", "y5", 5), remote("you", "y70", 70)]).unwrap();
+        insert_outgoing(&conn, "me", "c", "p1", &Body::Text("mine".into()), 0).unwrap();
+        let mut run: Vec<_> = (1..=100).map(|seq| remote("you", &format!("y{seq}"), seq)).collect();
+        run[39] = remote("me", "p1", 40);
+        run.insert(50, remote("you", "y10", 10));
+        let applied = apply_remote_run(&conn, "me", run).unwrap();
+        let added: Vec<u64> = applied.iter().filter_map(|a| if let Applied::Added(m) = a { m.seq } else { None }).collect();
+        let expected: Vec<u64> = (1..=100).filter(|seq| ![5, 40, 70].contains(seq)).collect();
+        assert_eq!(added, expected, "each new message once, in order");
+        let confirmed: Vec<&Message> = applied.iter().filter_map(|a| if let Applied::Confirmed(m) = a { Some(m) } else { None }).collect();
+        assert_eq!(confirmed.len(), 1);
+        assert_eq!((confirmed[0].client_id.as_str(), confirmed[0].seq), ("p1", Some(40)));
+        let rows: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 100);
+        let conversation = conversations::get(&conn, "c").unwrap().unwrap();
+        // Unread: messages from others above the read marker (3): 4 and 5..=100 but 40 (ours).
+        assert_eq!(conversation.unread_count, 96);
+        assert_eq!(conversation.last_message.unwrap().seq, Some(100));
+        assert!(apply_remote_run(&conn, "me", (1..=100).map(|seq| remote("you", &format!("y{seq}"), seq)).collect()).unwrap().is_empty());
+        assert_eq!(conversations::get(&conn, "c").unwrap().unwrap().unread_count, 96, "a replay counts nothing twice");
+    }
+
+    /// A message for a conversation this store does not know creates it, with the given kind.
+    #[test]
+    fn a_run_creates_unknown_conversations() {
+        let conn = store();
+        let (mut m, _) = remote("you", "y1", 1);
+        m.conversation = "room".into();
+        assert_eq!(apply_remote_run(&conn, "me", vec![(m, ConversationKind::Room)]).unwrap().len(), 1);
+        let room = conversations::get(&conn, "room").unwrap().unwrap();
+        assert_eq!((room.kind, room.unread_count), (ConversationKind::Room, 1));
     }
 
     /// A delivered receipt is owed from the moment the messages are stored until the server

@@ -1,0 +1,211 @@
+//! Applying one inbound batch inside one store transaction: what it did (events to emit, acks,
+//! cursors, receipts owed) is computed here and acted on by the engine after the commit.
+//! Consecutive messages are stored as one run (see [`messages::apply_remote_run`]); anything
+//! else first stores the run before it, so effects keep their order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::Connection;
+
+use crate::error::Result;
+use crate::event::Event;
+use crate::model::{ConversationKind, ReceiptKind};
+use crate::store::{conversations, messages, settings};
+use crate::transport::{Incoming, MessageRef, RemoteEvent, RemoteEventKind, RemoteMessage};
+
+/// What one inbound batch did, computed inside the store transaction.
+#[derive(Default)]
+pub(super) struct Applied {
+    pub events: Vec<Event>,
+    pub acked: Vec<String>,
+    pub refused: Vec<(String, bool)>,
+    /// The last cursor committed in this batch (to acknowledge).
+    pub last_cursor: Option<String>,
+    /// A sync page: (events, has_more) and its last cursor.
+    pub page: Option<(u64, bool)>,
+    pub page_cursor: Option<String>,
+    /// Live events: the last cursor and how many.
+    pub live: Option<(String, u64)>,
+    /// Newest message received from others, per conversation: to send delivered receipts.
+    pub delivered: Vec<(String, (u64, MessageRef))>,
+    pub pause_sends: bool,
+}
+
+/// Work in progress over one batch.
+#[derive(Default)]
+struct Batch {
+    out: Applied,
+    /// Messages not stored yet, with the kind of conversation to create if theirs is unknown.
+    run: Vec<(RemoteMessage, ConversationKind)>,
+    touched: BTreeSet<String>,
+    delivered: BTreeMap<String, (u64, MessageRef)>,
+}
+
+impl Batch {
+    fn queue(&mut self, m: RemoteMessage, kind: ConversationKind) {
+        if !self.touched.contains(&m.conversation) {
+            self.touched.insert(m.conversation.clone());
+        }
+        self.run.push((m, kind));
+    }
+
+    /// Stores the queued messages.
+    fn store_run(&mut self, conn: &Connection, me: &str) -> Result<()> {
+        if self.run.is_empty() {
+            return Ok(());
+        }
+        for applied in messages::apply_remote_run(conn, me, std::mem::take(&mut self.run))? {
+            match applied {
+                messages::Applied::Added(m) => self.out.events.push(Event::MessageAdded(m)),
+                // Our own message echoed back: for transports without a separate acknowledgement
+                // (XMPP), this is it.
+                messages::Applied::Confirmed(m) => {
+                    self.out.acked.push(m.client_id.clone());
+                    self.out.events.push(Event::MessageUpdated(m));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> Result<Applied> {
+    let mut b = Batch::default();
+    for item in batch {
+        match item {
+            Incoming::SyncPage { events, has_more } => {
+                let count = events.len() as u64;
+                if let Some(last) = events.last() {
+                    b.out.page_cursor = Some(last.cursor.clone());
+                    b.out.last_cursor = Some(last.cursor.clone());
+                }
+                for e in events {
+                    apply_event(conn, me, e, &mut b)?;
+                }
+                // One page per batch: the next is asked for only after this one commits.
+                b.out.page = Some((count, has_more));
+            }
+            Incoming::Live(e) => {
+                let cursor = e.cursor.clone();
+                apply_event(conn, me, e, &mut b)?;
+                let n = b.out.live.as_ref().map_or(0, |(_, n)| *n);
+                b.out.live = Some((cursor.clone(), n + 1));
+                b.out.last_cursor = Some(cursor);
+            }
+            Incoming::RoomMessage(m) => b.queue(m, ConversationKind::Room),
+            other => {
+                b.store_run(conn, me)?;
+                apply_other(conn, me, other, &mut b)?;
+            }
+        }
+    }
+    b.store_run(conn, me)?;
+    let mut out = b.out;
+    if let Some(cursor) = &out.last_cursor {
+        settings::set(conn, settings::CURSOR, cursor)?;
+    }
+    for id in b.touched {
+        if let Some(c) = conversations::get(conn, &id)? {
+            out.events.push(Event::ConversationChanged(c));
+        }
+    }
+    for (conversation, (seq, _)) in &b.delivered {
+        conversations::owe_delivered(conn, conversation, *seq)?;
+    }
+    out.delivered = b.delivered.into_iter().collect();
+    Ok(out)
+}
+
+/// Acks, refusals and ephemeral events.
+fn apply_other(conn: &Connection, me: &str, item: Incoming, b: &mut Batch) -> Result<()> {
+    let out = &mut b.out;
+    match item {
+        Incoming::Acked { client_id, server_id, seq, server_time_ms, .. } => {
+            if let Some(m) = messages::apply_ack(conn, me, &client_id, &server_id, seq, server_time_ms)? {
+                b.touched.insert(m.conversation_id.clone());
+                out.events.push(Event::MessageUpdated(m));
+            }
+            out.acked.push(client_id);
+        }
+        Incoming::Refused { client_id, code, message, retryable } => {
+            tracing::warn!(%client_id, %code, %message, retryable, "send refused");
+            if let Some(m) = messages::apply_refused(conn, me, &client_id, &format!("{code}: {message}"), retryable)? {
+                out.events.push(Event::MessageUpdated(m));
+            }
+            out.pause_sends |= retryable;
+            out.refused.push((client_id, retryable));
+        }
+        Incoming::Typing { conversation, user, active } => out.events.push(Event::Typing { conversation_id: conversation, user, active }),
+        Incoming::Presence { user, presence, status } => out.events.push(Event::Presence { user, presence, status }),
+        Incoming::Pong | Incoming::SyncPage { .. } | Incoming::Live(_) | Incoming::RoomMessage(_) => {}
+    }
+    Ok(())
+}
+
+/// A durable event: messages join the run; receipts and membership changes store it first.
+fn apply_event(conn: &Connection, me: &str, event: RemoteEvent, b: &mut Batch) -> Result<()> {
+    if let RemoteEventKind::Message(m) = event.kind {
+        if m.sender != me {
+            match b.delivered.get_mut(&m.conversation) {
+                Some((seq, reference)) if *seq < m.seq => {
+                    // In place: a page of messages from others reuses one reference's buffers.
+                    *seq = m.seq;
+                    reference.client_id.clone_from(&m.client_id);
+                    match &mut reference.server_id {
+                        Some(server_id) => server_id.clone_from(&m.server_id),
+                        none => *none = Some(m.server_id.clone()),
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let reference = MessageRef { client_id: m.client_id.clone(), server_id: Some(m.server_id.clone()) };
+                    b.delivered.insert(m.conversation.clone(), (m.seq, reference));
+                }
+            }
+        }
+        b.queue(m, ConversationKind::Direct);
+        return Ok(());
+    }
+    b.store_run(conn, me)?;
+    let (out, touched) = (&mut b.out, &mut b.touched);
+    match event.kind {
+        RemoteEventKind::Message(_) => unreachable!("queued above"),
+        RemoteEventKind::Receipt { conversation, user, kind, seq, message } => {
+            if conversation.is_empty() {
+                return Ok(()); // an event kind this version does not know
+            }
+            let seq = match message {
+                Some(reference) => match messages::seq_of_reference(conn, &conversation, me, &user, &reference)? {
+                    Some(seq) => seq,
+                    None => {
+                        // Our own message, not confirmed yet; or one this device never saw.
+                        if user != me {
+                            let read = kind == ReceiptKind::Read;
+                            if let Some(m) = messages::apply_receipt_before_ack(conn, &conversation, me, &reference, read)? {
+                                touched.insert(conversation.clone());
+                                out.events.push(Event::MessageUpdated(m));
+                            }
+                        }
+                        return Ok(());
+                    }
+                },
+                None => seq,
+            };
+            if user == me {
+                if kind == ReceiptKind::Read && conversations::read_elsewhere(conn, &conversation, seq)? {
+                    touched.insert(conversation.clone());
+                }
+            } else {
+                for m in messages::apply_receipt(conn, &conversation, seq, kind == ReceiptKind::Read)? {
+                    out.events.push(Event::MessageUpdated(m));
+                }
+            }
+            out.events.push(Event::Receipt { conversation_id: conversation, user, kind, seq });
+        }
+        RemoteEventKind::Membership { conversation, .. } => {
+            conversations::upsert(conn, me, &conversation, crate::now_ms())?;
+            touched.insert(conversation.id);
+        }
+    }
+    Ok(())
+}
