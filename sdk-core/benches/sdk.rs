@@ -150,7 +150,7 @@ fn fill_store(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     {
-        let mut conv = tx.prepare("INSERT INTO conversations (id, kind, title, members, last_seq, read_seq, last_message, last_activity_ms) VALUES (?1, 0, '', 'me\nyou', 1000, 1000, ?2, ?3)").unwrap();
+        let mut conv = tx.prepare("INSERT INTO conversations (id, kind, title, members, last_seq, read_seq, last_rowid, last_activity_ms) VALUES (?1, 0, '', 'me\nyou', 1000, 1000, ?2, ?3)").unwrap();
         let mut msg = tx
             .prepare("INSERT INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms) VALUES (?1, ?2, 'you', ?3, ?4, ?5, ?6, 3, 0, ?7)")
             .unwrap();
@@ -160,7 +160,7 @@ fn fill_store(path: &Path) {
                 let cid = format!("c{c}m{s}");
                 msg.execute(rusqlite::params![format!("you:{cid}"), c.to_string(), cid, format!("{}", c * 1000 + s), s, body, s]).unwrap();
             }
-            conv.execute(rusqlite::params![c.to_string(), format!("you:c{c}m1000"), c]).unwrap();
+            conv.execute(rusqlite::params![c.to_string(), tx.last_insert_rowid(), c]).unwrap();
         }
     }
     tx.commit().unwrap();
@@ -179,7 +179,7 @@ async fn cold_start(dir: &Path) {
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let mut list = conn
-            .prepare("SELECT c.id, m.body FROM conversations c LEFT JOIN messages m ON m.id = c.last_message ORDER BY c.last_activity_ms DESC")
+            .prepare("SELECT c.id, m.body FROM conversations c LEFT JOIN messages m ON m.rowid = c.last_rowid ORDER BY c.last_activity_ms DESC")
             .unwrap();
         let n = list.query_map([], |r| r.get::<_, String>(0)).unwrap().count();
         assert_eq!(n, 1_000);

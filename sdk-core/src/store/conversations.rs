@@ -45,7 +45,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
 }
 
 fn query(conn: &Connection, filter: &str, params: impl rusqlite::Params) -> Result<Vec<Conversation>> {
-    let sql = format!("{SELECT}, {COLUMNS_M} FROM conversations c LEFT JOIN messages m ON m.id = c.last_message {filter}");
+    let sql = format!("{SELECT}, {COLUMNS_M} FROM conversations c LEFT JOIN messages m ON m.rowid = c.last_rowid {filter}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params, from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -87,42 +87,42 @@ pub fn ensure(conn: &Connection, id: &str, kind: ConversationKind) -> Result<()>
     Ok(())
 }
 
-/// A message was stored: maintain the last message, activity time, sequence and unread count.
-/// Returns false if the conversation is not known yet.
-pub fn on_message(conn: &Connection, conversation: &str, message_id: &str, seq: Option<u64>, unread: bool, at_ms: i64) -> Result<bool> {
+/// A message was stored: maintain the last message (by rowid), activity time, sequence and
+/// unread count. Returns false if the conversation is not known yet.
+pub fn on_message(conn: &Connection, conversation: &str, message_rowid: i64, seq: Option<u64>, unread: bool, at_ms: i64) -> Result<bool> {
     let changed = conn
         .prepare_cached(
             "UPDATE conversations SET
-             last_message = CASE WHEN ?3 IS NULL OR ?3 >= last_seq OR last_message IS NULL THEN ?2 ELSE last_message END,
+             last_rowid = CASE WHEN ?3 IS NULL OR ?3 >= last_seq OR last_rowid IS NULL THEN ?2 ELSE last_rowid END,
              last_seq = max(last_seq, coalesce(?3, 0)),
              last_activity_ms = max(last_activity_ms, ?5),
              unread = unread + CASE WHEN ?4 AND ?3 > read_seq THEN 1 ELSE 0 END
          WHERE id = ?1",
         )?
-        .execute(params![conversation, message_id, seq.map(|s| s as i64), unread, at_ms])?;
+        .execute(params![conversation, message_rowid, seq.map(|s| s as i64), unread, at_ms])?;
     Ok(changed == 1)
 }
 
 /// New messages from the server were stored (a run of them): the last message if it is the
 /// newest, activity time, sequence and `unread` more unread messages, in one write.
-pub fn on_messages(conn: &Connection, conversation: &str, last_id: &str, last_seq: u64, unread: u32, at_ms: i64) -> Result<()> {
+pub fn on_messages(conn: &Connection, conversation: &str, last_rowid: i64, last_seq: u64, unread: u32, at_ms: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE conversations SET
-             last_message = CASE WHEN ?3 >= last_seq OR last_message IS NULL THEN ?2 ELSE last_message END,
+             last_rowid = CASE WHEN ?3 >= last_seq OR last_rowid IS NULL THEN ?2 ELSE last_rowid END,
              last_seq = max(last_seq, ?3),
              last_activity_ms = max(last_activity_ms, ?5),
              unread = unread + ?4
          WHERE id = ?1",
     )?
-    .execute(params![conversation, last_id, last_seq as i64, unread, at_ms])?;
+    .execute(params![conversation, last_rowid, last_seq as i64, unread, at_ms])?;
     Ok(())
 }
 
 /// Recomputes the last message after a local echo was removed.
 pub fn refresh_last_message(conn: &Connection, conversation: &str) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE conversations SET last_message = (
-             SELECT id FROM messages WHERE conversation_id = ?1 ORDER BY (seq IS NULL) DESC, seq DESC, rowid DESC LIMIT 1)
+        "UPDATE conversations SET last_rowid = (
+             SELECT rowid FROM messages WHERE conversation_id = ?1 ORDER BY (seq IS NULL) DESC, seq DESC, rowid DESC LIMIT 1)
          WHERE id = ?1",
     )?
     .execute([conversation])?;

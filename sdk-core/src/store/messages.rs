@@ -58,19 +58,21 @@ fn require(conn: &Connection, id: &str) -> Result<Message> {
 const UNSENT: &str = "outgoing = 1 AND server_id IS NULL";
 
 /// Commits a local echo, which puts it in the outbox. Returns the message and its creation
-/// order. Two statements: the conversation's maintained fields (which also tells whether it
-/// exists: `NotFound` is returned before anything is written), then the message.
+/// order. Two statements: the message, then the conversation's maintained fields, which also
+/// tells whether the conversation exists (if not, the message is taken out again and
+/// `NotFound` returned: nothing stays written).
 pub fn insert_outgoing(conn: &Connection, me: &str, conversation: &str, client_id: &str, body: &Body, now: i64) -> Result<(Message, i64)> {
     let id = message_id(me, client_id);
-    if !conversations::on_message(conn, conversation, &id, None, false, now)? {
-        return Err(Error::NotFound(format!("conversation {conversation}")));
-    }
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6)",
     )?
     .execute(params![id, conversation, me, client_id, encode_body(body), now])?;
     let rowid = conn.last_insert_rowid();
+    if !conversations::on_message(conn, conversation, rowid, None, false, now)? {
+        conn.prepare_cached("DELETE FROM messages WHERE rowid = ?1")?.execute([rowid])?;
+        return Err(Error::NotFound(format!("conversation {conversation}")));
+    }
     let message = Message {
         id,
         conversation_id: conversation.to_owned(),
@@ -141,8 +143,10 @@ pub fn apply_ack(conn: &Connection, me: &str, client_id: &str, server_id: &str, 
     if changed == 0 {
         return Ok(None);
     }
-    let message = require(conn, &id)?;
-    conversations::on_message(conn, &message.conversation_id, &id, Some(seq), false, server_time_ms.max(message.timestamp_ms))?;
+    let (rowid, message) = conn
+        .prepare_cached(&format!("SELECT m.rowid, {COLUMNS_M} FROM messages m WHERE m.id = ?1"))?
+        .query_row([&id], |r| Ok((r.get::<_, i64>(0)?, from_row_at(r, 1)?)))?;
+    conversations::on_message(conn, &message.conversation_id, rowid, Some(seq), false, server_time_ms.max(message.timestamp_ms))?;
     Ok(Some(message))
 }
 
@@ -181,8 +185,8 @@ fn insert_remote_sql(rows: usize) -> String {
 /// A conversation's maintained fields, summed over the new messages of a run.
 struct RunTotals {
     kind_if_new: ConversationKind,
-    /// The newest message: its seq and its place in the result.
-    last: (u64, usize),
+    /// The newest message: its seq and rowid.
+    last: (u64, i64),
     at_ms: i64,
     incoming_seqs: Vec<u64>,
 }
@@ -194,17 +198,17 @@ struct RunTotals {
 /// what each message did, in order (replays did nothing and are left out).
 pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, ConversationKind)>) -> Result<Vec<Applied>> {
     let ids: Vec<String> = run.iter().map(|(m, _)| message_id(&m.sender, &m.client_id)).collect();
-    let mut inserted = Vec::with_capacity(run.len());
+    let mut rowids = Vec::with_capacity(run.len());
     let mut at = 0;
     while at < run.len() {
         let size = INSERT_CHUNKS.into_iter().find(|&size| size <= run.len() - at).unwrap_or(1);
-        inserted.extend(insert_chunk(conn, me, &run[at..at + size], &ids[at..at + size])?);
+        rowids.extend(insert_chunk(conn, me, &run[at..at + size], &ids[at..at + size])?);
         at += size;
     }
     let mut applied = Vec::with_capacity(run.len());
     let mut totals: std::collections::HashMap<String, RunTotals> = std::collections::HashMap::new();
-    for (((m, kind), id), new) in run.into_iter().zip(ids).zip(inserted) {
-        if !new {
+    for (((m, kind), id), rowid) in run.into_iter().zip(ids).zip(rowids) {
+        let Some(rowid) = rowid else {
             // Known already: a replay (no-op), or our own pending echo confirmed by the server.
             let known: Option<Option<String>> =
                 conn.prepare_cached("SELECT server_id FROM messages WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
@@ -214,20 +218,19 @@ pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, Co
                 applied.push(Applied::Confirmed(confirmed));
             }
             continue;
-        }
+        };
         let outgoing = m.sender == me;
-        let place = applied.len();
         let t = match totals.get_mut(&m.conversation) {
             Some(t) => t,
             None => totals.entry(m.conversation.clone()).or_insert(RunTotals {
                 kind_if_new: kind,
-                last: (m.seq, place),
+                last: (m.seq, rowid),
                 at_ms: m.server_time_ms,
                 incoming_seqs: Vec::new(),
             }),
         };
         if m.seq >= t.last.0 {
-            t.last = (m.seq, place);
+            t.last = (m.seq, rowid);
         }
         t.at_ms = t.at_ms.max(m.server_time_ms);
         if !outgoing {
@@ -254,16 +257,15 @@ pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, Co
         }
         let read_seq = read_seq.unwrap_or(0);
         let unread = t.incoming_seqs.iter().filter(|&&seq| seq as i64 > read_seq).count() as u32;
-        let Applied::Added(last) = &applied[t.last.1] else { unreachable!("totals count added messages only") };
-        conversations::on_messages(conn, &conversation, &last.id, t.last.0, unread, t.at_ms)?;
+        conversations::on_messages(conn, &conversation, t.last.1, t.last.0, unread, t.at_ms)?;
     }
     Ok(applied)
 }
 
-/// One multi-row insert: whether each row is new. Ignored rows (already stored) are told apart
-/// from inserted ones by rowid only when the statement skipped any: the rows one statement
-/// inserts take consecutive rowids after the largest.
-fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, ConversationKind)], ids: &[String]) -> Result<Vec<bool>> {
+/// One multi-row insert: the rowid of each row it stored, `None` for rows already stored. The
+/// rows one statement inserts take consecutive rowids after the largest; only when it skipped
+/// some are the rows looked up to tell which.
+fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, ConversationKind)], ids: &[String]) -> Result<Vec<Option<i64>>> {
     let mut stmt = conn.prepare_cached(&insert_remote_sql(chunk.len()))?;
     let mut at = 1;
     for ((m, _), id) in chunk.iter().zip(ids) {
@@ -282,18 +284,18 @@ fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, Conversati
         at += 10;
     }
     let changed = stmt.raw_execute()?;
-    if changed == chunk.len() {
-        return Ok(vec![true; chunk.len()]);
-    }
     let last = conn.last_insert_rowid();
-    let new_rowids = (last - changed as i64 + 1)..=last;
+    let first = last - changed as i64 + 1;
+    if changed == chunk.len() {
+        return Ok((first..=last).map(Some).collect());
+    }
     let mut claimed = std::collections::HashSet::new();
     let mut lookup = conn.prepare_cached("SELECT rowid FROM messages WHERE id = ?1")?;
     ids.iter()
         .map(|id| {
             let rowid: Option<i64> = lookup.query_row([id], |r| r.get(0)).optional()?;
             // A row repeated within the chunk is new only the first time.
-            Ok(rowid.is_some_and(|rowid| changed > 0 && new_rowids.contains(&rowid) && claimed.insert(rowid)))
+            Ok(rowid.filter(|&rowid| changed > 0 && (first..=last).contains(&rowid) && claimed.insert(rowid)))
         })
         .collect()
 }

@@ -101,13 +101,20 @@ mod tests {
             conn.execute_batch(
                 "INSERT INTO conversations (id, kind) VALUES ('c', 0);
                  INSERT INTO messages (rowid, id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
-                 VALUES (1, 'me:x', 'c', 'me', 'x', x'', 0, 1, 0);
-                 INSERT INTO outbox (client_id, message_rowid) VALUES ('x', 1);",
+                 VALUES (1, 'me:x', 'c', 'me', 'x', x'', 0, 1, 0);",
             )
             .unwrap();
+            if start < 5 {
+                conn.execute_batch("INSERT INTO outbox (client_id, message_rowid) VALUES ('x', 1)").unwrap();
+            }
+            let last = if start < 6 { "UPDATE conversations SET last_message = 'me:x'" } else { "UPDATE conversations SET last_rowid = 1" };
+            conn.execute_batch(last).unwrap();
             schema::migrate(&mut conn, start, schema::VERSION).unwrap();
             let unsent = messages::load_outbox(&conn).unwrap();
             assert_eq!(unsent.iter().map(|u| u.client_id.as_str()).collect::<Vec<_>>(), ["x"], "from version {start}");
+            let listed = conversations::list(&conn).unwrap();
+            let last = listed[0].last_message.as_ref().map(|m| m.id.as_str());
+            assert_eq!(last, Some("me:x"), "the last message survives the migration from version {start}");
             let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
             assert_eq!(v, schema::VERSION);
         }

@@ -70,6 +70,14 @@ ALTER TABLE conversations ADD COLUMN delivered_synced INTEGER NOT NULL DEFAULT 1
 CREATE INDEX messages_unsent ON messages (outgoing) WHERE outgoing = 1 AND server_id IS NULL;
 DROP TABLE outbox;
 "#,
+    // v6: a conversation names its last message by rowid instead of by id, so that loading the
+    // conversation list reads each last message straight from the table, not through the id
+    // index first (about half the pages read on a cold start).
+    r#"
+ALTER TABLE conversations ADD COLUMN last_rowid INTEGER;
+UPDATE conversations SET last_rowid = (SELECT rowid FROM messages WHERE id = conversations.last_message);
+ALTER TABLE conversations DROP COLUMN last_message;
+"#,
 ];
 
 /// The schema version this build writes.
