@@ -153,6 +153,9 @@ where
     tracing::debug!(conn_id, ?code, "connection closed");
 }
 
+/// Most frames written before one flush.
+const MAX_FRAMES_PER_FLUSH: usize = 256;
+
 async fn write_loop<W>(mut sink: W, mut rx: mpsc::Receiver<Outbound>, peer: Peer, write_timeout: std::time::Duration)
 where
     W: futures_util::Sink<Message, Error = WsError> + Unpin,
@@ -164,11 +167,33 @@ where
             next = rx.recv() => next,
         };
         match next {
-            Some(Outbound::Frame(bytes)) => match timeout(write_timeout, sink.send(Message::Binary(bytes))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => break close::SLOW_CONSUMER,
-            },
+            Some(Outbound::Frame(bytes)) => {
+                // Whatever else is queued goes out with it in one flush: one write for a burst of
+                // acks or events instead of one per frame.
+                let mut closing = None;
+                let burst = async {
+                    sink.feed(Message::Binary(bytes)).await?;
+                    for _ in 1..MAX_FRAMES_PER_FLUSH {
+                        match rx.try_recv() {
+                            Ok(Outbound::Frame(bytes)) => sink.feed(Message::Binary(bytes)).await?,
+                            Ok(Outbound::Close(code)) => {
+                                closing = Some(code);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await
+                };
+                match timeout(write_timeout, burst).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => break close::SLOW_CONSUMER,
+                }
+                if let Some(code) = closing {
+                    break code;
+                }
+            }
             Some(Outbound::Close(code)) => break code,
             None => return,
         }
