@@ -93,11 +93,14 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Waiting>, store: Store, commands: m
 fn insert_group(conn: &rusqlite::Connection, rows: Vec<(String, String, String, Body)>) -> Result<Vec<Result<(Message, i64)>>> {
     let now = crate::now_ms();
     let mut outcomes = Vec::with_capacity(rows.len());
-    for (me, conversation, client_id, body) in rows {
-        match messages::insert_outgoing(conn, &me, &conversation, &client_id, &body, now) {
-            Err(e @ Error::NotFound(_)) => outcomes.push(Err(e)),
-            other => outcomes.push(Ok(other?)),
+    let mut rows = rows.into_iter().peekable();
+    while let Some((me, conversation, client_id, body)) = rows.next() {
+        // The sends of one user (a store has one) are inserted together.
+        let mut same_user = vec![(conversation, client_id, body)];
+        while let Some((_, conversation, client_id, body)) = rows.next_if(|(next, ..)| *next == me) {
+            same_user.push((conversation, client_id, body));
         }
+        outcomes.extend(messages::insert_outgoing_group(conn, &me, same_user, now)?);
     }
     Ok(outcomes)
 }

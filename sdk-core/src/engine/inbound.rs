@@ -1,7 +1,8 @@
 //! Applying one inbound batch inside one store transaction: what it did (events to emit, acks,
 //! cursors, receipts owed) is computed here and acted on by the engine after the commit.
-//! Consecutive messages are stored as one run (see [`messages::apply_remote_run`]); anything
-//! else first stores the run before it, so effects keep their order.
+//! Consecutive messages are stored as one run (see [`messages::apply_remote_run`]) and
+//! consecutive acknowledgements are applied together (see [`messages::apply_acks`]); anything
+//! else first applies what is queued before it, so effects keep their order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +38,8 @@ struct Batch {
     out: Applied,
     /// Messages not stored yet, with the kind of conversation to create if theirs is unknown.
     run: Vec<(RemoteMessage, ConversationKind)>,
+    /// Acknowledgements not applied yet (only one of `run` and `acks` holds anything).
+    acks: Vec<messages::Ack>,
     touched: BTreeSet<String>,
     delivered: BTreeMap<String, (u64, MessageRef)>,
 }
@@ -47,6 +50,31 @@ impl Batch {
             self.touched.insert(m.conversation.clone());
         }
         self.run.push((m, kind));
+    }
+
+    /// Applies the queued acknowledgements.
+    fn apply_acks(&mut self, conn: &Connection, me: &str) -> Result<()> {
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        let acks = std::mem::take(&mut self.acks);
+        let client_ids: Vec<String> = acks.iter().map(|a| a.client_id.clone()).collect();
+        for (client_id, acked) in client_ids.into_iter().zip(messages::apply_acks(conn, me, acks)?) {
+            if let Some(m) = acked {
+                if !self.touched.contains(&m.conversation_id) {
+                    self.touched.insert(m.conversation_id.clone());
+                }
+                self.out.events.push(Event::MessageUpdated(m));
+            }
+            self.out.acked.push(client_id);
+        }
+        Ok(())
+    }
+
+    /// Stores the queued messages and applies the queued acknowledgements.
+    fn flush(&mut self, conn: &Connection, me: &str) -> Result<()> {
+        self.apply_acks(conn, me)?;
+        self.store_run(conn, me)
     }
 
     /// Stores the queued messages.
@@ -92,14 +120,21 @@ pub(super) fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> 
                 b.out.live = Some((cursor.clone(), n + 1));
                 b.out.last_cursor = Some(cursor);
             }
-            Incoming::RoomMessage(m) => b.queue(m, ConversationKind::Room),
-            other => {
+            Incoming::RoomMessage(m) => {
+                b.apply_acks(conn, me)?;
+                b.queue(m, ConversationKind::Room);
+            }
+            Incoming::Acked { client_id, server_id, seq, server_time_ms, .. } => {
                 b.store_run(conn, me)?;
+                b.acks.push(messages::Ack { client_id, server_id, seq, server_time_ms });
+            }
+            other => {
+                b.flush(conn, me)?;
                 apply_other(conn, me, other, &mut b)?;
             }
         }
     }
-    b.store_run(conn, me)?;
+    b.flush(conn, me)?;
     let mut out = b.out;
     if let Some(cursor) = &out.last_cursor {
         settings::set(conn, settings::CURSOR, cursor)?;
@@ -116,17 +151,10 @@ pub(super) fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> 
     Ok(out)
 }
 
-/// Acks, refusals and ephemeral events.
+/// Refusals and ephemeral events.
 fn apply_other(conn: &Connection, me: &str, item: Incoming, b: &mut Batch) -> Result<()> {
     let out = &mut b.out;
     match item {
-        Incoming::Acked { client_id, server_id, seq, server_time_ms, .. } => {
-            if let Some(m) = messages::apply_ack(conn, me, &client_id, &server_id, seq, server_time_ms)? {
-                b.touched.insert(m.conversation_id.clone());
-                out.events.push(Event::MessageUpdated(m));
-            }
-            out.acked.push(client_id);
-        }
         Incoming::Refused { client_id, code, message, retryable } => {
             tracing::warn!(%client_id, %code, %message, retryable, "send refused");
             if let Some(m) = messages::apply_refused(conn, me, &client_id, &format!("{code}: {message}"), retryable)? {
@@ -137,7 +165,7 @@ fn apply_other(conn: &Connection, me: &str, item: Incoming, b: &mut Batch) -> Re
         }
         Incoming::Typing { conversation, user, active } => out.events.push(Event::Typing { conversation_id: conversation, user, active }),
         Incoming::Presence { user, presence, status } => out.events.push(Event::Presence { user, presence, status }),
-        Incoming::Pong | Incoming::SyncPage { .. } | Incoming::Live(_) | Incoming::RoomMessage(_) => {}
+        Incoming::Pong | Incoming::SyncPage { .. } | Incoming::Live(_) | Incoming::RoomMessage(_) | Incoming::Acked { .. } => {}
     }
     Ok(())
 }
@@ -163,10 +191,11 @@ fn apply_event(conn: &Connection, me: &str, event: RemoteEvent, b: &mut Batch) -
                 }
             }
         }
+        b.apply_acks(conn, me)?;
         b.queue(m, ConversationKind::Direct);
         return Ok(());
     }
-    b.store_run(conn, me)?;
+    b.flush(conn, me)?;
     let (out, touched) = (&mut b.out, &mut b.touched);
     match event.kind {
         RemoteEventKind::Message(_) => unreachable!("queued above"),

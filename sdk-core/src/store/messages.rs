@@ -58,34 +58,92 @@ fn require(conn: &Connection, id: &str) -> Result<Message> {
 const UNSENT: &str = "outgoing = 1 AND server_id IS NULL";
 
 /// Commits a local echo, which puts it in the outbox. Returns the message and its creation
-/// order. Two statements: the message, then the conversation's maintained fields, which also
-/// tells whether the conversation exists (if not, the message is taken out again and
-/// `NotFound` returned: nothing stays written).
+/// order, or `NotFound` (with nothing written) if the conversation does not exist.
 pub fn insert_outgoing(conn: &Connection, me: &str, conversation: &str, client_id: &str, body: &Body, now: i64) -> Result<(Message, i64)> {
-    let id = message_id(me, client_id);
-    conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, ?6)",
-    )?
-    .execute(params![id, conversation, me, client_id, encode_body(body), now])?;
-    let rowid = conn.last_insert_rowid();
-    if !conversations::on_message(conn, conversation, rowid, None, false, now)? {
-        conn.prepare_cached("DELETE FROM messages WHERE rowid = ?1")?.execute([rowid])?;
-        return Err(Error::NotFound(format!("conversation {conversation}")));
+    let row = (conversation.to_owned(), client_id.to_owned(), body.clone());
+    insert_outgoing_group(conn, me, vec![row], now)?.pop().expect("one outcome per row")
+}
+
+/// A send waiting to be committed: conversation, client id and body.
+pub type OutgoingRow = (String, String, Body);
+
+/// Commits the local echoes of a group of sends, which puts them in the outbox, with the effect
+/// of [`insert_outgoing`] on each in turn for a fraction of the cost: multi-row inserts and one
+/// update of each conversation's fields. A send to a conversation that does not exist gets
+/// `NotFound` alone, with nothing written for it; any other failure fails the whole group.
+pub fn insert_outgoing_group(conn: &Connection, me: &str, rows: Vec<OutgoingRow>, now: i64) -> Result<Vec<Result<(Message, i64)>>> {
+    let mut known = std::collections::HashMap::<String, bool>::new();
+    for (conversation, _, _) in &rows {
+        if !known.contains_key(conversation) {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
+                .query_row([conversation], |_| Ok(()))
+                .optional()?
+                .is_some();
+            known.insert(conversation.clone(), exists);
+        }
     }
-    let message = Message {
-        id,
-        conversation_id: conversation.to_owned(),
-        sender: me.to_owned(),
-        client_id: client_id.to_owned(),
-        server_id: None,
-        seq: None,
-        body: body.clone(),
-        state: MessageState::Pending,
-        outgoing: true,
-        timestamp_ms: now,
-    };
-    Ok((message, rowid))
+    let storable: Vec<&OutgoingRow> = rows.iter().filter(|(conversation, _, _)| known[conversation.as_str()]).collect();
+    let mut rowids = Vec::with_capacity(storable.len());
+    let mut at = 0;
+    while at < storable.len() {
+        let size = INSERT_CHUNKS.into_iter().find(|&size| size <= storable.len() - at).unwrap_or(1);
+        let chunk = &storable[at..at + size];
+        let mut stmt = conn.prepare_cached(&insert_outgoing_sql(size))?;
+        for (i, (conversation, client_id, body)) in chunk.iter().enumerate() {
+            let p = i * 6 + 1;
+            stmt.raw_bind_parameter(p, message_id(me, client_id))?;
+            stmt.raw_bind_parameter(p + 1, conversation)?;
+            stmt.raw_bind_parameter(p + 2, me)?;
+            stmt.raw_bind_parameter(p + 3, client_id)?;
+            stmt.raw_bind_parameter(p + 4, encode_body(body))?;
+            stmt.raw_bind_parameter(p + 5, now)?;
+        }
+        // `OR IGNORE` spares the statement a journal; a row it skipped (a client id used twice)
+        // fails the group, as a failed plain insert would.
+        if stmt.raw_execute()? != size {
+            return Err(Error::Storage("a client id is already in use".into()));
+        }
+        let last = conn.last_insert_rowid();
+        rowids.extend(last - size as i64 + 1..=last);
+        at += size;
+    }
+    let mut newest = std::collections::HashMap::<&str, i64>::new();
+    for ((conversation, _, _), rowid) in storable.iter().zip(&rowids) {
+        newest.insert(conversation, *rowid);
+    }
+    for (conversation, rowid) in newest {
+        conversations::on_message(conn, conversation, rowid, None, false, now)?;
+    }
+    let mut rowids = rowids.into_iter();
+    let outcomes = rows
+        .into_iter()
+        .map(|(conversation, client_id, body)| {
+            if !known[conversation.as_str()] {
+                return Err(Error::NotFound(format!("conversation {conversation}")));
+            }
+            let rowid = rowids.next().expect("one rowid per stored row");
+            let message = Message {
+                id: message_id(me, &client_id),
+                conversation_id: conversation,
+                sender: me.to_owned(),
+                client_id,
+                server_id: None,
+                seq: None,
+                body,
+                state: MessageState::Pending,
+                outgoing: true,
+                timestamp_ms: now,
+            };
+            Ok((message, rowid))
+        })
+        .collect();
+    Ok(outcomes)
+}
+
+fn insert_outgoing_sql(rows: usize) -> String {
+    let values = vec!["(?,?,?,?,?,0,1,?)"; rows].join(",");
+    format!("INSERT OR IGNORE INTO messages (id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms) VALUES {values}")
 }
 
 /// An outbox row as loaded at start.
@@ -125,29 +183,90 @@ pub fn unsent_count(conn: &Connection, include_failed: bool) -> Result<u64> {
 /// Delivered or Read at once. `None` if unknown (cancelled meanwhile), or if the server id is
 /// already another message's (`OR IGNORE`: the message stays unsent, and one bad id does not
 /// fail the whole inbound batch; it also spares SQLite a statement journal per ack).
-///
-/// The message is read back with a second statement rather than a `RETURNING` clause: SQLite
-/// gathers returned rows in a temporary table it opens per execution, which cost about 25 µs
-/// an ack, four times the update itself.
 pub fn apply_ack(conn: &Connection, me: &str, client_id: &str, server_id: &str, seq: u64, server_time_ms: i64) -> Result<Option<Message>> {
-    let id = message_id(me, client_id);
-    let changed = conn
-        .prepare_cached(
-            "UPDATE OR IGNORE messages SET server_id = ?2, seq = ?3, failure = NULL,
-             state = CASE WHEN state IN (0, 1, 5) THEN coalesce(
-                 (SELECT CASE WHEN ?3 <= peer_read_seq THEN 4 WHEN ?3 <= peer_delivered_seq THEN 3 END
-                  FROM conversations WHERE id = messages.conversation_id), 2) ELSE state END
-         WHERE id = ?1 AND (server_id IS NULL OR state IN (0, 1, 5))",
-        )?
-        .execute(params![id, server_id, seq as i64])?;
-    if changed == 0 {
-        return Ok(None);
+    let ack = Ack { client_id: client_id.to_owned(), server_id: server_id.to_owned(), seq, server_time_ms };
+    Ok(apply_acks(conn, me, vec![ack])?.pop().flatten())
+}
+
+/// The server's acknowledgement of one of our messages.
+pub struct Ack {
+    pub client_id: String,
+    pub server_id: String,
+    pub seq: u64,
+    pub server_time_ms: i64,
+}
+
+/// Applies acknowledgements in order, each as [`apply_ack`] describes, for less than one by
+/// one: each message is read once and updated by rowid (no `RETURNING`: SQLite gathers returned
+/// rows in a temporary table it opens per execution, about 25 µs), the receipts already seen
+/// are read once per conversation, and each conversation's fields are written once. Per ack,
+/// the acknowledged message, if any.
+pub fn apply_acks(conn: &Connection, me: &str, acks: Vec<Ack>) -> Result<Vec<Option<Message>>> {
+    let mut receipts = std::collections::HashMap::<String, Option<(i64, i64)>>::new();
+    let mut newest = std::collections::HashMap::<String, (u64, i64, i64)>::new();
+    let mut out = Vec::with_capacity(acks.len());
+    for ack in acks {
+        let id = message_id(me, &ack.client_id);
+        let found = conn
+            .prepare_cached(&format!("SELECT m.rowid, {COLUMNS_M} FROM messages m WHERE m.id = ?1"))?
+            .query_row([&id], |r| Ok((r.get::<_, i64>(0)?, from_row_at(r, 1)?)))
+            .optional()?;
+        // Unknown (cancelled meanwhile), or confirmed already and past Sending.
+        let Some((rowid, mut message)) = found else {
+            out.push(None);
+            continue;
+        };
+        let unconfirmed = matches!(message.state, MessageState::Pending | MessageState::Sending | MessageState::Failed { .. });
+        if message.server_id.is_some() && !unconfirmed {
+            out.push(None);
+            continue;
+        }
+        if unconfirmed {
+            message.state = state_after_ack(conn, &mut receipts, &message.conversation_id, ack.seq)?;
+        }
+        let changed = conn
+            .prepare_cached("UPDATE OR IGNORE messages SET server_id = ?2, seq = ?3, failure = NULL, state = ?4 WHERE rowid = ?1")?
+            .execute(params![rowid, ack.server_id, ack.seq as i64, message.state.code()])?;
+        if changed == 0 {
+            out.push(None); // the server id is already another message's
+            continue;
+        }
+        (message.server_id, message.seq) = (Some(ack.server_id), Some(ack.seq));
+        let at = ack.server_time_ms.max(message.timestamp_ms);
+        let entry = newest.entry(message.conversation_id.clone()).or_insert((ack.seq, rowid, at));
+        if ack.seq >= entry.0 {
+            (entry.0, entry.1) = (ack.seq, rowid);
+        }
+        entry.2 = entry.2.max(at);
+        out.push(Some(message));
     }
-    let (rowid, message) = conn
-        .prepare_cached(&format!("SELECT m.rowid, {COLUMNS_M} FROM messages m WHERE m.id = ?1"))?
-        .query_row([&id], |r| Ok((r.get::<_, i64>(0)?, from_row_at(r, 1)?)))?;
-    conversations::on_message(conn, &message.conversation_id, rowid, Some(seq), false, server_time_ms.max(message.timestamp_ms))?;
-    Ok(Some(message))
+    for (conversation, (seq, rowid, at)) in newest {
+        conversations::on_messages(conn, &conversation, rowid, seq, 0, at)?;
+    }
+    Ok(out)
+}
+
+/// The state an acknowledged message at `seq` takes: Read or Delivered if the peers' receipts
+/// already cover it, else Sent. The receipts are read once per conversation.
+fn state_after_ack(
+    conn: &Connection,
+    receipts: &mut std::collections::HashMap<String, Option<(i64, i64)>>,
+    conversation: &str,
+    seq: u64,
+) -> Result<MessageState> {
+    if !receipts.contains_key(conversation) {
+        let seen: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT peer_read_seq, peer_delivered_seq FROM conversations WHERE id = ?1")?
+            .query_row([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        receipts.insert(conversation.to_owned(), seen);
+    }
+    let seq = seq as i64;
+    Ok(match receipts[conversation] {
+        Some((read, _)) if seq <= read => MessageState::Read,
+        Some((_, delivered)) if seq <= delivered => MessageState::Delivered,
+        _ => MessageState::Sent,
+    })
 }
 
 /// The server refused one of our messages. Permanent refusals park it as Failed until the app
@@ -548,6 +667,47 @@ mod tests {
         assert_eq!(apply_remote_run(&conn, "me", vec![(m, ConversationKind::Room)]).unwrap().len(), 1);
         let room = conversations::get(&conn, "room").unwrap().unwrap();
         assert_eq!((room.kind, room.unread_count), (ConversationKind::Room, 1));
+    }
+
+    /// A group of sends commits like one send after another: in order, each conversation's last
+    /// message is its newest send, and a send to a missing conversation fails alone and leaves
+    /// nothing behind. A client id used twice fails the whole group.
+    #[test]
+    fn a_group_of_sends_commits_in_order_and_fails_alone_for_a_missing_conversation() {
+        let conn = store();
+        conversations::ensure(&conn, "d", ConversationKind::Direct).unwrap();
+        let row = |c: &str, id: &str| (c.to_string(), id.to_string(), Body::Text(id.into()));
+        let rows = vec![row("c", "a1"), row("nowhere", "x1"), row("d", "b1"), row("c", "a2"), row("nowhere", "x2")];
+        let outcomes = insert_outgoing_group(&conn, "me", rows, 7).unwrap();
+        let ok: Vec<(&str, i64)> = outcomes.iter().flatten().map(|(m, order)| (m.client_id.as_str(), *order)).collect();
+        assert_eq!(ok.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ["a1", "b1", "a2"]);
+        assert!(ok.windows(2).all(|w| w[0].1 < w[1].1), "creation order follows the calls: {ok:?}");
+        assert!(matches!(outcomes[1], Err(Error::NotFound(_))) && matches!(outcomes[4], Err(Error::NotFound(_))));
+        let outbox: Vec<String> = load_outbox(&conn).unwrap().into_iter().map(|u| u.client_id).collect();
+        assert_eq!(outbox, ["a1", "b1", "a2"], "nothing written for the missing conversation");
+        let last = |c: &str| conversations::get(&conn, c).unwrap().unwrap().last_message.map(|m| m.client_id);
+        assert_eq!((last("c"), last("d")), (Some("a2".to_string()), Some("b1".to_string())));
+        assert!(insert_outgoing_group(&conn, "me", vec![row("c", "a3"), row("c", "a1")], 8).is_err(), "a1 is taken");
+    }
+
+    /// Acknowledgements applied together: each message gets its server id and the state the
+    /// receipts already seen give it, an ack for an unknown message is ignored, and the
+    /// conversation's last message is the newest acknowledged.
+    #[test]
+    fn acks_applied_together_land_as_one_by_one() {
+        let conn = store();
+        for id in ["m1", "m2", "m3"] {
+            insert_outgoing(&conn, "me", "c", id, &Body::Text(id.into()), 0).unwrap();
+        }
+        apply_receipt(&conn, "c", 1, false).unwrap();
+        let ack = |id: &str, seq: u64| Ack { client_id: id.into(), server_id: format!("s{seq}"), seq, server_time_ms: 5 };
+        let acked = apply_acks(&conn, "me", vec![ack("m1", 1), ack("gone", 9), ack("m2", 2), ack("m3", 3), ack("m1", 1)]).unwrap();
+        let states: Vec<Option<MessageState>> = acked.iter().map(|m| m.as_ref().map(|m| m.state.clone())).collect();
+        let sent = Some(MessageState::Sent);
+        assert_eq!(states, [Some(MessageState::Delivered), None, sent.clone(), sent, None], "a repeated ack changes nothing");
+        assert_eq!(unsent_count(&conn, true).unwrap(), 0);
+        let last = conversations::get(&conn, "c").unwrap().unwrap().last_message.unwrap();
+        assert_eq!((last.client_id.as_str(), last.seq, last.server_id.as_deref()), ("m3", Some(3), Some("s3")));
     }
 
     /// A delivered receipt is owed from the moment the messages are stored until the server
