@@ -17,18 +17,27 @@ const ROLE_OWNER: i64 = 1;
 /// Kind and role of `user` in a conversation; `NotFound` if the conversation does not exist,
 /// `Forbidden` if the user is not a member.
 pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> ApiResult<(ConversationKind, i64)> {
-    let kind = kind_of(conn, conv)?;
-    let role: Option<i64> = conn
-        .prepare_cached("SELECT role FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-        .query_row([conv, user], |r| r.get(0))
+    // One statement for both checks: this runs on every send.
+    let found: Option<(i32, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT c.kind, m.role FROM conversations c
+             LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2 WHERE c.id = ?1",
+        )?
+        .query_row([conv, user], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    let (kind, role) = found.ok_or_else(no_such_conversation)?;
+    let kind = ConversationKind::try_from(kind).map_err(|_| no_such_conversation())?;
     role.map(|r| (kind, r)).ok_or_else(ApiError::not_member)
+}
+
+fn no_such_conversation() -> ApiError {
+    ApiError::refuse(ErrorCode::NotFound, "no such conversation")
 }
 
 fn kind_of(conn: &Connection, conv: ConversationId) -> ApiResult<ConversationKind> {
     let kind: Option<i32> =
         conn.prepare_cached("SELECT kind FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0)).optional()?;
-    kind.and_then(|k| ConversationKind::try_from(k).ok()).ok_or_else(|| ApiError::refuse(ErrorCode::NotFound, "no such conversation"))
+    kind.and_then(|k| ConversationKind::try_from(k).ok()).ok_or_else(no_such_conversation)
 }
 
 /// Member ids of a conversation.

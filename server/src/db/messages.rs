@@ -107,19 +107,22 @@ pub fn send(
     if kind == ConversationKind::Room {
         return Ok(SendOutcome { ack, deliveries: vec![], room_message: Some((conv, message)) });
     }
-    // Per member: its cursor moves on by one and an inbox row is written under it. Single-row
-    // statements: a statement writing several rows needs a statement journal (a copy of every
-    // page it changes), which costs more than the extra statements.
-    let members: Vec<UserId> = conn
-        .prepare_cached("SELECT user_id FROM members WHERE conversation_id = ?1")?
-        .query_map([conv], |r| r.get(0))?
+    // Per member: its cursor moves on by one and an inbox row is written under it. The members
+    // and their cursors are read in one statement; the writes are single-row statements (a
+    // statement writing several rows needs a statement journal, a copy of every page it changes).
+    let members: Vec<(UserId, i64)> = conn
+        .prepare_cached("SELECT m.user_id, u.last_cursor FROM members m JOIN users u ON u.id = m.user_id WHERE m.conversation_id = ?1")?
+        .query_map([conv], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let mut move_cursor = conn.prepare_cached("UPDATE users SET last_cursor = ?2 WHERE id = ?1")?;
     let mut insert = conn.prepare_cached("INSERT INTO inbox (user_id, cursor, message_id) VALUES (?1, ?2, ?3)")?;
     let mut deliveries = Vec::with_capacity(members.len());
-    for user in members {
-        let cursor = next_cursor(conn, user)?;
-        insert.execute(params![user, cursor as i64, id])?;
-        deliveries.push(Delivery { user, event: v1::Event { cursor, kind: Some(v1::event::Kind::Message(message.clone())) } });
+    for (user, last_cursor) in members {
+        let cursor = last_cursor + 1;
+        move_cursor.execute(params![user, cursor])?;
+        insert.execute(params![user, cursor, id])?;
+        deliveries
+            .push(Delivery { user, event: v1::Event { cursor: cursor as u64, kind: Some(v1::event::Kind::Message(message.clone())) } });
     }
     Ok(SendOutcome { ack, deliveries, room_message: None })
 }
