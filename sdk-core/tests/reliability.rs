@@ -394,3 +394,42 @@ async fn a_long_absence_syncs_page_after_page_once_despite_a_cut() {
     assert_eq!(last.unread_count as usize, total);
     assert_eq!(last.last_message.and_then(|m| m.seq), Some(total as u64), "sequence numbers 1..{total}");
 }
+
+/// A catch-up sends one delivered receipt per conversation when it is done (or one a second if
+/// it takes longer), not one per page: each receipt costs the server an inbox event and the
+/// sender an update of every message it covers. The receipt still covers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_sends_its_delivered_receipt_once_not_per_page() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(&dir, "bob");
+    let alice = registered(&url, "alice").await;
+    let bob = logged_in_new(&url, "bob", &store).await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    eventually("bob has the conversation", || async { bob.conversation(&dm.id).await.unwrap().is_some() }).await;
+    bob.shutdown().await;
+    drop(bob);
+    let pages = 4;
+    let total = (pages - 1) * missive_proto::MAX_PAGE_SIZE as usize + 7;
+    for i in 0..total {
+        alice.send_text(&dm.id, &format!("m{i:04}")).await.unwrap();
+    }
+    assert!(alice.flush(WAIT).await.unwrap());
+
+    let mut events = alice.subscribe();
+    let bob = Client::open(config(&url).store_path(&store)).await.unwrap();
+    assert!(bob.wait_caught_up(WAIT).await);
+    let mut receipts = 0;
+    wait_for(&mut events, "bob's receipt for the last message", |e| match e {
+        Event::Receipt { user, kind: missive::ReceiptKind::Delivered, seq, .. } if user == "bob" => {
+            receipts += 1;
+            *seq == total as u64
+        }
+        _ => false,
+    })
+    .await;
+    assert!(receipts <= 2, "{receipts} delivered receipts for a catch-up of {pages} pages");
+    let last = alice.conversation(&dm.id).await.unwrap().unwrap().last_message.unwrap();
+    assert_eq!(last.state, MessageState::Delivered, "the receipt covers every message");
+}

@@ -16,6 +16,7 @@ mod model_test;
 pub mod outbox;
 pub mod sync;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,6 +34,8 @@ use sync::{SyncState, SyncStep};
 
 /// Most inbound items applied in one store transaction.
 const MAX_INBOUND_BATCH: usize = 2048;
+/// How often delivered receipts go out while a catch-up is still paging.
+const RECEIPTS_DURING_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Hints from the app about the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,9 @@ pub(crate) struct Engine {
     outbox: Outbox,
     sync: SyncState,
     link: Option<LiveLink>,
+    /// Delivered receipts held back during a catch-up: the newest per conversation.
+    receipts_due: BTreeMap<String, (u64, MessageRef)>,
+    receipts_sent_at: Instant,
     stopped: bool,
 }
 
@@ -137,6 +143,8 @@ impl Engine {
             outbox,
             sync: SyncState::new(boot.cursor),
             link: None,
+            receipts_due: BTreeMap::new(),
+            receipts_sent_at: Instant::now(),
             stopped: false,
         }
     }
@@ -276,6 +284,8 @@ impl Engine {
             return;
         }
         tracing::debug!(why, "link dropped");
+        // Still owed in the store: the next link sends them.
+        self.receipts_due.clear();
         self.caught_up.send_replace(false);
         self.outbox.on_disconnect();
         self.sync.on_disconnected();
@@ -332,6 +342,29 @@ impl Engine {
                 let _ = store.call(move |c| conversations::set_receipt_synced(c, kind, &conversation, seq)).await;
             }
         });
+    }
+
+    /// Delivered receipts for what a batch stored: at once for live traffic; during a catch-up,
+    /// the newest per conversation at most every [`RECEIPTS_DURING_CATCH_UP`] and when caught
+    /// up, instead of one per page (each costs the server an inbox event and the sender an update
+    /// of the messages it covers). Held-back receipts stay owed in the store, so a link lost
+    /// first sends them on the next one.
+    async fn send_delivered_receipts(&mut self, delivered: Vec<(String, (u64, MessageRef))>, catching_up: bool) {
+        for (conversation, due) in delivered {
+            match self.receipts_due.get(&conversation) {
+                Some((seq, _)) if *seq >= due.0 => {}
+                _ => {
+                    self.receipts_due.insert(conversation, due);
+                }
+            }
+        }
+        if self.receipts_due.is_empty() || (catching_up && self.receipts_sent_at.elapsed() < RECEIPTS_DURING_CATCH_UP) {
+            return;
+        }
+        self.receipts_sent_at = Instant::now();
+        for (conversation, (seq, message)) in std::mem::take(&mut self.receipts_due) {
+            self.send_receipt(conversation, seq, ReceiptKind::Delivered, Some(message)).await;
+        }
     }
 
     async fn run_connected(&mut self) {
@@ -404,9 +437,7 @@ impl Engine {
         if let Some((cursor, count)) = applied.live {
             self.sync.on_live_committed(cursor, count);
         }
-        for (conversation, (seq, message)) in applied.delivered {
-            self.send_receipt(conversation, seq, ReceiptKind::Delivered, Some(message)).await;
-        }
+        self.send_delivered_receipts(applied.delivered, matches!(applied.page, Some((_, true)))).await;
         if applied.pause_sends {
             // A retryable refusal (rate limit, server busy): give the server a moment.
             tokio::time::sleep(Duration::from_millis(100)).await;
