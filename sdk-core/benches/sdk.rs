@@ -80,7 +80,7 @@ async fn send_ack(url: &str, dir: &Path, raw: f64) {
     let dm = alice.create_direct("bob").await.unwrap();
     let n = 50_000;
     let text = "x".repeat(PAYLOAD);
-    let senders = 32;
+    let senders = std::env::var("MISSIVE_SENDERS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
     let start = Instant::now();
     let tasks: Vec<_> = (0..senders)
         .map(|_| {
