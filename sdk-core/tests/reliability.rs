@@ -347,6 +347,18 @@ async fn a_large_offline_queue_respects_the_server_rate_limit_and_keeps_order() 
     server.shutdown().await;
 }
 
+/// Alice and a 1:1 conversation with bob, who has seen it once and gone away; the path of his
+/// store, to come back with.
+async fn bob_gone_away(url: &str, dir: &tempfile::TempDir) -> (Client, missive::Conversation, std::path::PathBuf) {
+    let store = temp_store(dir, "bob");
+    let alice = registered(url, "alice").await;
+    let bob = logged_in_new(url, "bob", &store).await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    eventually("bob has the conversation", || async { bob.conversation(&dm.id).await.unwrap().is_some() }).await;
+    bob.shutdown().await;
+    (alice, dm, store)
+}
+
 /// A long absence is synced page after page (the link reads the next page ahead while the
 /// engine commits one); a cut in the middle of it, which loses a page read ahead, loses and
 /// duplicates nothing.
@@ -355,13 +367,7 @@ async fn a_long_absence_syncs_page_after_page_once_despite_a_cut() {
     let server = TestServer::start().await;
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
-    let store = temp_store(&dir, "bob");
-    let alice = registered(&url, "alice").await;
-    let bob = logged_in_new(&url, "bob", &store).await;
-    let dm = alice.create_direct("bob").await.unwrap();
-    eventually("bob has the conversation", || async { bob.conversation(&dm.id).await.unwrap().is_some() }).await;
-    bob.shutdown().await;
-    drop(bob);
+    let (alice, dm, store) = bob_gone_away(&url, &dir).await;
     let total = 4 * missive_proto::MAX_PAGE_SIZE as usize + 123;
     let sends: Vec<_> = (0..8)
         .map(|task| {
@@ -403,13 +409,7 @@ async fn a_catch_up_sends_its_delivered_receipt_once_not_per_page() {
     let server = TestServer::start().await;
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
-    let store = temp_store(&dir, "bob");
-    let alice = registered(&url, "alice").await;
-    let bob = logged_in_new(&url, "bob", &store).await;
-    let dm = alice.create_direct("bob").await.unwrap();
-    eventually("bob has the conversation", || async { bob.conversation(&dm.id).await.unwrap().is_some() }).await;
-    bob.shutdown().await;
-    drop(bob);
+    let (alice, dm, store) = bob_gone_away(&url, &dir).await;
     let pages = 4;
     let total = (pages - 1) * missive_proto::MAX_PAGE_SIZE as usize + 7;
     for i in 0..total {
