@@ -45,10 +45,15 @@ struct Batch {
 }
 
 impl Batch {
-    fn queue(&mut self, m: RemoteMessage, kind: ConversationKind) {
-        if !self.touched.contains(&m.conversation) {
-            self.touched.insert(m.conversation.clone());
+    /// Notes a conversation whose fields changed (without a new `String` when it is known).
+    fn touch(&mut self, conversation: &str) {
+        if !self.touched.contains(conversation) {
+            self.touched.insert(conversation.to_owned());
         }
+    }
+
+    fn queue(&mut self, m: RemoteMessage, kind: ConversationKind) {
+        self.touch(&m.conversation);
         self.run.push((m, kind));
     }
 
@@ -61,9 +66,7 @@ impl Batch {
         let client_ids: Vec<String> = acks.iter().map(|a| a.client_id.clone()).collect();
         for (client_id, acked) in client_ids.into_iter().zip(messages::apply_acks(conn, me, acks)?) {
             if let Some(m) = acked {
-                if !self.touched.contains(&m.conversation_id) {
-                    self.touched.insert(m.conversation_id.clone());
-                }
+                self.touch(&m.conversation_id);
                 self.out.events.push(Event::MessageUpdated(m));
             }
             self.out.acked.push(client_id);

@@ -85,10 +85,8 @@ pub fn insert_outgoing_group(conn: &Connection, me: &str, rows: Vec<OutgoingRow>
     }
     let storable: Vec<&OutgoingRow> = rows.iter().filter(|(conversation, _, _)| known[conversation.as_str()]).collect();
     let mut rowids = Vec::with_capacity(storable.len());
-    let mut at = 0;
-    while at < storable.len() {
-        let size = INSERT_CHUNKS.into_iter().find(|&size| size <= storable.len() - at).unwrap_or(1);
-        let chunk = &storable[at..at + size];
+    for range in insert_chunks(storable.len()) {
+        let (size, chunk) = (range.len(), &storable[range]);
         let mut stmt = conn.prepare_cached(&insert_outgoing_sql(size))?;
         for (i, (conversation, client_id, body)) in chunk.iter().enumerate() {
             let p = i * 6 + 1;
@@ -106,7 +104,6 @@ pub fn insert_outgoing_group(conn: &Connection, me: &str, rows: Vec<OutgoingRow>
         }
         let last = conn.last_insert_rowid();
         rowids.extend(last - size as i64 + 1..=last);
-        at += size;
     }
     let mut newest = std::collections::HashMap::<&str, i64>::new();
     for ((conversation, _, _), rowid) in storable.iter().zip(&rowids) {
@@ -293,6 +290,16 @@ pub enum Applied {
 /// statement cache small.
 const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
+/// Splits `len` rows into consecutive ranges of [`INSERT_CHUNKS`] sizes, largest first.
+fn insert_chunks(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let size = INSERT_CHUNKS.into_iter().find(|&size| size <= len - at)?;
+        at += size;
+        Some(at - size..at)
+    })
+}
+
 fn insert_remote_sql(rows: usize) -> String {
     let values = vec!["(?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
     format!(
@@ -318,11 +325,8 @@ struct RunTotals {
 pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, ConversationKind)>) -> Result<Vec<Applied>> {
     let ids: Vec<String> = run.iter().map(|(m, _)| message_id(&m.sender, &m.client_id)).collect();
     let mut rowids = Vec::with_capacity(run.len());
-    let mut at = 0;
-    while at < run.len() {
-        let size = INSERT_CHUNKS.into_iter().find(|&size| size <= run.len() - at).unwrap_or(1);
-        rowids.extend(insert_chunk(conn, me, &run[at..at + size], &ids[at..at + size])?);
-        at += size;
+    for range in insert_chunks(run.len()) {
+        rowids.extend(insert_chunk(conn, me, &run[range.clone()], &ids[range])?);
     }
     let mut applied = Vec::with_capacity(run.len());
     let mut totals: std::collections::HashMap<String, RunTotals> = std::collections::HashMap::new();
