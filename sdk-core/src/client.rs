@@ -10,7 +10,7 @@ use crate::config::ClientConfig;
 use crate::engine::{Boot, Command, Engine, Hint};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSender, EventStream};
-use crate::model::{Body, ConnectionState, Conversation, Message, MessageId, MessagePage, Presence};
+use crate::model::{Body, ConnectionState, Conversation, Message, MessageId, MessagePage, MessageState, Presence};
 use crate::sending::SendQueue;
 use crate::store::{Store, conversations, messages, settings};
 use crate::transport::{Auth, Outgoing, RemoteConversation, Reply, Request, TransportError};
@@ -174,18 +174,37 @@ impl Client {
 
     /// Waits until every message sent so far is acknowledged (or failed permanently), at most
     /// `timeout`; returns whether the outbox drained. Use before a planned exit.
+    ///
+    /// Reads the outbox from the store, then follows the events until each of those messages
+    /// has left it (acknowledged, failed or cancelled), then reads the store again: a message
+    /// sent meanwhile is waited for too. O(1) per event, so flushing a large outbox does not
+    /// rescan it after every acknowledgement.
     pub async fn flush(&self, timeout: std::time::Duration) -> Result<bool> {
         let mut events = self.inner.events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let waiting = self.inner.store.call(|c| messages::unsent_count(c, false)).await?;
-            if waiting == 0 {
+            // Subscribed before the read: an event for a message read here is not missed.
+            let ids = self.inner.store.call(messages::unsent_ids).await?;
+            if ids.is_empty() {
                 return Ok(true);
             }
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => return Ok(false),
-                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(false),
-                Ok(_) => {}
+            let mut waiting: std::collections::HashSet<String> = ids.into_iter().collect();
+            while !waiting.is_empty() {
+                let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(false),
+                    // Events were missed: read the outbox again.
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                    Ok(Ok(event)) => event,
+                };
+                match &*event {
+                    Event::MessageUpdated(m) if m.server_id.is_some() || matches!(m.state, MessageState::Failed { .. }) => {
+                        waiting.remove(&m.id);
+                    }
+                    Event::MessageRemoved { id, .. } => {
+                        waiting.remove(id);
+                    }
+                    _ => {}
+                }
             }
         }
     }

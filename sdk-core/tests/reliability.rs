@@ -433,3 +433,36 @@ async fn a_catch_up_sends_its_delivered_receipt_once_not_per_page() {
     let last = alice.conversation(&dm.id).await.unwrap().unwrap().last_message.unwrap();
     assert_eq!(last.state, MessageState::Delivered, "the receipt covers every message");
 }
+
+/// `flush` waits for every message in the outbox, one sent while it waits included, and says
+/// `false` when its time runs out first; a cancelled message stops counting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_the_whole_outbox_and_times_out_offline() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Client::open(config(&url).store_path(temp_store(&dir, "alice"))).await.unwrap();
+    alice.register("alice", PASSWORD).await.unwrap();
+    registered(&url, "bob").await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    alice.network_lost().await.unwrap();
+    for i in 0..300 {
+        alice.send_text(&dm.id, &format!("m{i:03}")).await.unwrap();
+    }
+    let cancelled = alice.send_text(&dm.id, "never mind").await.unwrap();
+    assert!(!alice.flush(std::time::Duration::from_millis(300)).await.unwrap(), "offline: the outbox cannot drain");
+    assert_eq!(alice.unsent_count().await.unwrap(), 301);
+
+    alice.cancel(&cancelled.id).await.unwrap();
+    let flushing = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.flush(WAIT).await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let late = alice.send_text(&dm.id, "sent while flushing").await.unwrap();
+    alice.network_available().await.unwrap();
+    assert!(flushing.await.unwrap(), "the outbox drained");
+    assert_eq!(alice.unsent_count().await.unwrap(), 0, "nothing left, the late message included");
+    let late = alice.message(&late.id).await.unwrap().unwrap();
+    assert!(late.server_id.is_some(), "{late:?}");
+}

@@ -168,6 +168,14 @@ pub fn load_outbox(conn: &Connection) -> Result<Vec<Unsent>> {
     Ok(rows)
 }
 
+/// The ids of the messages in the outbox, without those parked as Failed.
+pub fn unsent_ids(conn: &Connection) -> Result<Vec<String>> {
+    let sql = format!("SELECT id FROM messages INDEXED BY messages_unsent WHERE {UNSENT} AND state != 5");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
 /// How many messages are in the outbox, with or without those parked as Failed.
 pub fn unsent_count(conn: &Connection, include_failed: bool) -> Result<u64> {
     let sql = format!("SELECT count(*) FROM messages INDEXED BY messages_unsent WHERE {UNSENT} AND (?1 OR state != 5)");
