@@ -343,25 +343,12 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 peer.error(rid, e.into());
                 return Flow::Continue;
             }
-            let conn_id = me.conn;
-            let body = r.body.unwrap_or_default();
-            db.submit(
-                move |c| messages::send(c, me.user, &me.name, &r.client_id, conversation_id(r.conversation_id), body, now_ms()),
-                move |r| match r {
-                    Ok(outcome) => {
-                        // Fan out first: once the sender holds the ack, every live recipient
-                        // session already has the event queued.
-                        fan_out(&hub, &outcome.deliveries, Some(conn_id));
-                        if let Some((room, message)) = outcome.room_message {
-                            let event = v1::Ephemeral { kind: Some(v1::ephemeral::Kind::RoomMessage(message)) };
-                            hub.notify_room(room, conn_id, &event);
-                        }
-                        peer.reply(rid, reply::Result::Ack(outcome.ack));
-                    }
-                    Err(e) => peer.error(rid, e.into_wire()),
-                },
-            )
-            .await
+            let outgoing = messages::Outgoing {
+                client_id: r.client_id,
+                conversation: conversation_id(r.conversation_id),
+                body: r.body.unwrap_or_default(),
+            };
+            conn.queue_send(QueuedSend { rid, outgoing }).await;
         }
         Request::AckCursor(r) => {
             db.submit(
@@ -435,6 +422,49 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
         }
     }
     Flow::Continue
+}
+
+/// A send received on a connection, waiting to go to the store together with the sends that
+/// follow it (see `Connection::queue_send`).
+pub(crate) struct QueuedSend {
+    pub rid: u64,
+    pub outgoing: messages::Outgoing,
+}
+
+/// Stores a connection's queued sends as one job ([`messages::send_batch`]). After the commit,
+/// per send in order: its events are fanned out, then it is acknowledged (once the sender holds
+/// the ack, every live recipient session already has the event queued), or it gets its refusal.
+pub(crate) async fn submit_sends(ctx: &Ctx, peer: &Peer, me: Arc<Identity>, sends: Vec<QueuedSend>) {
+    let (rids, batch): (Vec<u64>, Vec<messages::Outgoing>) = sends.into_iter().map(|s| (s.rid, s.outgoing)).unzip();
+    let (hub, peer, conn_id) = (ctx.hub.clone(), peer.clone(), me.conn);
+    ctx.db
+        .submit(
+            move |c| messages::send_batch(c, me.user, &me.name, batch, now_ms()),
+            move |r| match r {
+                Ok(outcomes) => {
+                    for (rid, outcome) in rids.into_iter().zip(outcomes) {
+                        match outcome {
+                            Ok(outcome) => {
+                                fan_out(&hub, &outcome.deliveries, Some(conn_id));
+                                if let Some((room, message)) = outcome.room_message {
+                                    let event = v1::Ephemeral { kind: Some(v1::ephemeral::Kind::RoomMessage(message)) };
+                                    hub.notify_room(room, conn_id, &event);
+                                }
+                                peer.reply(rid, reply::Result::Ack(outcome.ack));
+                            }
+                            Err(e) => peer.error(rid, e.into_wire()),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = e.into_wire();
+                    for rid in rids {
+                        peer.error(rid, error.clone());
+                    }
+                }
+            },
+        )
+        .await
 }
 
 async fn receipt(db: &crate::db::Db, peer: &Peer, hub: &Arc<Hub>, me: Arc<Identity>, rid: u64, r: v1::MarkReceipt, kind: v1::ReceiptKind) {

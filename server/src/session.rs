@@ -22,12 +22,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 
 use crate::Ctx;
-use crate::handlers::{self, Identity};
+use crate::handlers::{self, Identity, QueuedSend};
 use crate::hub::{ConnId, Outbound, Peer};
 use crate::ratelimit::TokenBucket;
 
 /// Malformed frames tolerated on one connection before it is closed.
 const MAX_MALFORMED: u32 = 10;
+/// Most sends of one connection stored as one job.
+const MAX_SENDS_PER_JOB: usize = 128;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -99,6 +101,7 @@ where
         limited_in_a_row: 0,
         held_sends: HeldSends::default(),
         malformed: 0,
+        sends: Vec::new(),
     };
     let started = tokio::time::Instant::now();
     tracing::debug!(%remote, conn_id, "connection open");
@@ -107,10 +110,21 @@ where
             Phase::Authenticated(_) => tokio::time::Instant::now() + limits.idle_timeout,
             _ => started + limits.auth_timeout,
         };
-        let next = tokio::select! {
-            _ = peer.kill.cancelled() => break None,
-            _ = ctx.shutdown.cancelled() => break Some(close::GOING_AWAY),
-            next = tokio::time::timeout_at(deadline, frames.next()) => next,
+        // Sends are queued while more frames are ready at once, then stored as one job.
+        let next = if conn.sends.is_empty() {
+            tokio::select! {
+                _ = peer.kill.cancelled() => break None,
+                _ = ctx.shutdown.cancelled() => break Some(close::GOING_AWAY),
+                next = tokio::time::timeout_at(deadline, frames.next()) => next,
+            }
+        } else {
+            match futures_util::FutureExt::now_or_never(frames.next()) {
+                Some(next) => Ok(next),
+                None => {
+                    conn.flush_sends().await;
+                    continue;
+                }
+            }
         };
         let message = match next {
             Err(_) => break Some(if matches!(conn.phase, Phase::Authenticated(_)) { close::IDLE_TIMEOUT } else { close::AUTH_TIMEOUT }),
@@ -143,6 +157,9 @@ where
         // The peer left: stop the writer now rather than when its queue drains.
         None => peer.close(close::NORMAL),
     }
+    // Sends received before the end are stored (their acks may not reach the client; it sends
+    // them again and gets the same acks).
+    conn.flush_sends().await;
     drop(conn.outbound);
     if let Phase::Authenticated(identity) = &conn.phase {
         handlers::on_disconnect(&ctx, identity.clone()).await;
@@ -213,6 +230,8 @@ pub(crate) struct Connection {
     limited_in_a_row: u32,
     held_sends: HeldSends,
     malformed: u32,
+    /// Sends received and not yet submitted to the store, in arrival order.
+    sends: Vec<QueuedSend>,
 }
 
 /// Keeps a connection's messages in order across rate-limit refusals: once a send is refused,
@@ -265,6 +284,25 @@ impl HeldSends {
 }
 
 impl Connection {
+    /// Queues an authenticated send; a full queue is submitted at once.
+    pub(crate) async fn queue_send(&mut self, send: QueuedSend) {
+        self.sends.push(send);
+        if self.sends.len() >= MAX_SENDS_PER_JOB {
+            self.flush_sends().await;
+        }
+    }
+
+    /// Submits the queued sends to the store as one job.
+    async fn flush_sends(&mut self) {
+        if self.sends.is_empty() {
+            return;
+        }
+        let sends = std::mem::take(&mut self.sends);
+        if let Phase::Authenticated(me) = &self.phase {
+            handlers::submit_sends(&self.ctx, &self.peer, me.clone(), sends).await;
+        }
+    }
+
     async fn on_frame(&mut self, bytes: &[u8]) -> Flow {
         let frame: v1::ClientFrame = match codec::decode(bytes) {
             Ok(frame) => frame,
@@ -278,6 +316,10 @@ impl Connection {
                 return if self.malformed > MAX_MALFORMED { Flow::Close(close::PROTOCOL_ERROR) } else { Flow::Continue };
             }
         };
+        // Requests are stored in arrival order: the sends queued before this one go first.
+        if !matches!(frame.request, Some(Request::SendMessage(_))) {
+            self.flush_sends().await;
+        }
         let rid = frame.request_id;
         let now = Instant::now();
         let sending = match &frame.request {

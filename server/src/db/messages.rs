@@ -5,6 +5,9 @@
 //! sequence number and appends one inbox row per member; (sender, client id) is unique, so a
 //! resend returns the original acknowledgement and appends nothing.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use missive_proto::v1::{self, ConversationKind};
 use missive_proto::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use prost::Message as _;
@@ -12,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::UserId;
 use super::conversations::{ConversationId, member_ids, require_member};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 /// A durable event for one user, to push to that user's live sessions after the commit.
 #[derive(Debug, Clone)]
@@ -50,81 +53,161 @@ pub fn append_event(conn: &Connection, user: UserId, kind: v1::event::Kind) -> A
     Ok(Delivery { user, event })
 }
 
-/// Stores a message once per (sender, client id) and appends it to the members' inboxes.
-pub fn send(
-    conn: &Connection,
-    me: UserId,
-    me_name: &str,
-    client_id: &str,
-    conv: ConversationId,
-    body: v1::MessageBody,
-    now: i64,
-) -> ApiResult<SendOutcome> {
+/// One message of a batch of sends.
+pub struct Outgoing {
+    pub client_id: String,
+    pub conversation: ConversationId,
+    pub body: v1::MessageBody,
+}
+
+/// What a batch has learnt about a conversation it sends to: read once per batch, the sequence
+/// number kept in memory and written back once at the end.
+struct Target {
+    kind: ConversationKind,
+    last_seq: i64,
+    /// The members, read when the first message goes to their inboxes (never for rooms).
+    members: Option<Vec<UserId>>,
+}
+
+/// Stores a batch of one sender's messages in order, each once per (sender, client id), and
+/// appends each to its members' inboxes, for less than one by one: each conversation's kind, membership, sequence number and members are read once per
+/// batch, each member's cursor is read once and written once, and a conversation's sequence
+/// number is written once. Per message, its outcome: a refusal (not a member, no such
+/// conversation) is that message's alone and writes nothing for it; a storage failure fails the
+/// whole batch (the caller's transaction rolls it back).
+pub fn send_batch(conn: &Connection, me: UserId, me_name: &str, batch: Vec<Outgoing>, now: i64) -> ApiResult<Vec<ApiResult<SendOutcome>>> {
+    let mut targets = HashMap::<ConversationId, Result<Target, v1::Error>>::new();
+    let mut cursors = HashMap::<UserId, i64>::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for Outgoing { client_id, conversation: conv, body } in batch {
+        if let Some(ack) = original_ack(conn, me, &client_id)? {
+            outcomes.push(Ok(SendOutcome { ack, deliveries: vec![], room_message: None }));
+            continue;
+        }
+        let target = match targets.entry(conv) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(match target(conn, conv, me) {
+                Ok(t) => Ok(t),
+                Err(ApiError::Refused(refusal)) => Err(refusal),
+                Err(storage) => return Err(storage),
+            }),
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(refusal) => {
+                outcomes.push(Err(ApiError::Refused(refusal.clone())));
+                continue;
+            }
+        };
+        target.last_seq += 1;
+        let seq = target.last_seq;
+        conn.prepare_cached(
+            "INSERT INTO messages (conversation_id, seq, sender_id, client_id, body, server_time_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![conv, seq, me, client_id, body.encode_to_vec(), now])?;
+        let id = conn.last_insert_rowid();
+        // Sending does not move the sender's receipts: messages of others may still be on their
+        // way to it (they cross), and a silent jump would swallow its real receipt for them later.
+        let message = v1::Message {
+            server_id: id as u64,
+            conversation_id: conv as u64,
+            seq: seq as u64,
+            sender: me_name.to_owned(),
+            client_id: client_id.clone(),
+            body: Some(body),
+            server_time_ms: now,
+        };
+        let ack = v1::SendAck {
+            client_id,
+            server_id: id as u64,
+            conversation_id: conv as u64,
+            seq: seq as u64,
+            server_time_ms: now,
+            duplicate: false,
+        };
+        if target.kind == ConversationKind::Room {
+            outcomes.push(Ok(SendOutcome { ack, deliveries: vec![], room_message: Some((conv, message)) }));
+            continue;
+        }
+        let members = match &target.members {
+            Some(m) => m,
+            None => target.members.insert(members_and_cursors(conn, conv, &mut cursors)?),
+        };
+        // Per member: its cursor moves on by one and an inbox row is written under it
+        // (single-row statements: a statement writing several rows needs a statement journal).
+        let mut insert = conn.prepare_cached("INSERT INTO inbox (user_id, cursor, message_id) VALUES (?1, ?2, ?3)")?;
+        let mut deliveries = Vec::with_capacity(members.len());
+        for &user in members {
+            let cursor = cursors.get_mut(&user).expect("every member's cursor is read");
+            *cursor += 1;
+            insert.execute(params![user, *cursor, id])?;
+            deliveries.push(Delivery {
+                user,
+                event: v1::Event { cursor: *cursor as u64, kind: Some(v1::event::Kind::Message(message.clone())) },
+            });
+        }
+        outcomes.push(Ok(SendOutcome { ack, deliveries, room_message: None }));
+    }
+    let mut set_seq = conn.prepare_cached("UPDATE conversations SET last_seq = ?2 WHERE id = ?1")?;
+    for (conv, target) in &targets {
+        if let Ok(t) = target {
+            set_seq.execute(params![conv, t.last_seq])?;
+        }
+    }
+    let mut set_cursor = conn.prepare_cached("UPDATE users SET last_cursor = ?2 WHERE id = ?1")?;
+    for (user, cursor) in cursors {
+        set_cursor.execute(params![user, cursor])?;
+    }
+    Ok(outcomes)
+}
+
+/// The acknowledgement of `client_id` if `me` sent it already (a resend).
+fn original_ack(conn: &Connection, me: UserId, client_id: &str) -> ApiResult<Option<v1::SendAck>> {
     let original: Option<(i64, i64, i64, i64)> = conn
         .prepare_cached("SELECT id, conversation_id, seq, server_time_ms FROM messages WHERE sender_id = ?1 AND client_id = ?2")?
         .query_row(params![me, client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    if let Some((id, conversation_id, seq, server_time_ms)) = original {
-        let ack = v1::SendAck {
-            client_id: client_id.to_owned(),
-            server_id: id as u64,
-            conversation_id: conversation_id as u64,
-            seq: seq as u64,
-            server_time_ms,
-            duplicate: true,
-        };
-        return Ok(SendOutcome { ack, deliveries: vec![], room_message: None });
-    }
-    let (kind, _) = require_member(conn, conv, me)?;
-    conn.prepare_cached("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1")?.execute([conv])?;
-    let seq: i64 = conn.prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
-    conn.prepare_cached(
-        "INSERT INTO messages (conversation_id, seq, sender_id, client_id, body, server_time_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![conv, seq, me, client_id, body.encode_to_vec(), now])?;
-    let id = conn.last_insert_rowid();
-    // Sending does not move the sender's receipts: messages of others may still be on their way
-    // to it (they cross), and a silent jump would swallow its real receipt for them later.
+    Ok(original.map(|(id, conversation_id, seq, server_time_ms)| v1::SendAck {
+        client_id: client_id.to_owned(),
+        server_id: id as u64,
+        conversation_id: conversation_id as u64,
+        seq: seq as u64,
+        server_time_ms,
+        duplicate: true,
+    }))
+}
 
-    let message = v1::Message {
-        server_id: id as u64,
-        conversation_id: conv as u64,
-        seq: seq as u64,
-        sender: me_name.to_owned(),
-        client_id: client_id.to_owned(),
-        body: Some(body),
-        server_time_ms: now,
-    };
-    let ack = v1::SendAck {
-        client_id: client_id.to_owned(),
-        server_id: id as u64,
-        conversation_id: conv as u64,
-        seq: seq as u64,
-        server_time_ms: now,
-        duplicate: false,
-    };
-    if kind == ConversationKind::Room {
-        return Ok(SendOutcome { ack, deliveries: vec![], room_message: Some((conv, message)) });
+/// A conversation `me` may send to: its kind and last sequence number, with the membership
+/// check, in one statement.
+fn target(conn: &Connection, conv: ConversationId, me: UserId) -> ApiResult<Target> {
+    let found: Option<(i32, i64, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT c.kind, c.last_seq, m.role FROM conversations c
+             LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2 WHERE c.id = ?1",
+        )?
+        .query_row([conv, me], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let no_such = || ApiError::refuse(v1::ErrorCode::NotFound, "no such conversation");
+    let (kind, last_seq, role) = found.ok_or_else(no_such)?;
+    let kind = ConversationKind::try_from(kind).map_err(|_| no_such())?;
+    role.ok_or_else(ApiError::not_member)?;
+    Ok(Target { kind, last_seq, members: None })
+}
+
+/// The members of a conversation, in one statement with their cursors; a cursor the batch
+/// already holds (a member of two conversations) is newer than the stored one and stays.
+fn members_and_cursors(conn: &Connection, conv: ConversationId, cursors: &mut HashMap<UserId, i64>) -> ApiResult<Vec<UserId>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT m.user_id, u.last_cursor FROM members m JOIN users u ON u.id = m.user_id WHERE m.conversation_id = ?1")?;
+    let rows = stmt.query_map([conv], |r| Ok((r.get::<_, UserId>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut members = vec![];
+    for row in rows {
+        let (user, stored) = row?;
+        cursors.entry(user).or_insert(stored);
+        members.push(user);
     }
-    // Per member: its cursor moves on by one and an inbox row is written under it. The members
-    // and their cursors are read in one statement; the writes are single-row statements (a
-    // statement writing several rows needs a statement journal, a copy of every page it changes).
-    let members: Vec<(UserId, i64)> = conn
-        .prepare_cached("SELECT m.user_id, u.last_cursor FROM members m JOIN users u ON u.id = m.user_id WHERE m.conversation_id = ?1")?
-        .query_map([conv], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut move_cursor = conn.prepare_cached("UPDATE users SET last_cursor = ?2 WHERE id = ?1")?;
-    let mut insert = conn.prepare_cached("INSERT INTO inbox (user_id, cursor, message_id) VALUES (?1, ?2, ?3)")?;
-    let mut deliveries = Vec::with_capacity(members.len());
-    for (user, last_cursor) in members {
-        let cursor = last_cursor + 1;
-        move_cursor.execute(params![user, cursor])?;
-        insert.execute(params![user, cursor, id])?;
-        deliveries
-            .push(Delivery { user, event: v1::Event { cursor: cursor as u64, kind: Some(v1::event::Kind::Message(message.clone())) } });
-    }
-    Ok(SendOutcome { ack, deliveries, room_message: None })
+    Ok(members)
 }
 
 /// Bytes a page may fill, leaving room for the envelope around it.
@@ -244,4 +327,61 @@ pub fn typing_audience(conn: &Connection, me: UserId, conv: ConversationId) -> A
     let (kind, _) = require_member(conn, conv, me)?;
     let others = member_ids(conn, conv)?.into_iter().filter(|&u| u != me).collect();
     Ok((kind, others))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{accounts, conversations, schema};
+
+    fn text(t: &str) -> v1::MessageBody {
+        v1::MessageBody { kind: Some(v1::message_body::Kind::Text(v1::Text { text: t.as_bytes().to_vec().into() })) }
+    }
+
+    fn send(client_id: &str, conversation: ConversationId) -> Outgoing {
+        Outgoing { client_id: client_id.into(), conversation, body: text(client_id) }
+    }
+
+    fn cursor(conn: &Connection, user: UserId) -> i64 {
+        conn.query_row("SELECT last_cursor FROM users WHERE id = ?1", [user], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_batch_lands_as_sends_one_by_one_and_refusals_stay_alone() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::prepare(&mut conn).unwrap();
+        let [ann, ben, cat] = ["ann", "ben", "cat"].map(|n| accounts::create_user(&conn, n, "hash", 1).unwrap());
+        let ann_ben = conversations::create_direct(&conn, ann, "ann", "ben", 1).unwrap().0.id as i64;
+        let ann_cat = conversations::create_direct(&conn, ann, "ann", "cat", 1).unwrap().0.id as i64;
+        let ben_cat = conversations::create_direct(&conn, ben, "ben", "cat", 1).unwrap().0.id as i64;
+        let before = [ann, ben, cat].map(|u| cursor(&conn, u));
+
+        let batch = vec![send("a1", ann_ben), send("a2", ann_cat), send("x", ben_cat), send("a3", ann_ben), send("a1", ann_ben)];
+        let outcomes = send_batch(&conn, ann, "ann", batch, 5).unwrap();
+        let acks: Vec<_> = outcomes.iter().map(|o| o.as_ref().ok().map(|o| (o.ack.seq, o.ack.duplicate))).collect();
+        assert_eq!(acks, vec![Some((1, false)), Some((1, false)), None, Some((2, false)), Some((1, true))]);
+        let refusal = outcomes[2].as_ref().err().map(|e| format!("{e:?}")).unwrap();
+        assert!(refusal.contains("not a member"), "{refusal}");
+        let first = outcomes[0].as_ref().ok().unwrap();
+        assert_eq!(outcomes[4].as_ref().ok().unwrap().ack.server_id, first.ack.server_id, "a resend gets the original ack");
+
+        // Each member's cursor moved on by one per message it received, and the events carry them.
+        assert_eq!([ann, ben, cat].map(|u| cursor(&conn, u)), [before[0] + 3, before[1] + 2, before[2] + 1]);
+        let ann_cursors: Vec<u64> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .flat_map(|o| o.deliveries.iter().filter(|d| d.user == ann).map(|d| d.event.cursor))
+            .collect();
+        let first_cursor = before[0] as u64;
+        assert_eq!(ann_cursors, vec![first_cursor + 1, first_cursor + 2, first_cursor + 3]);
+        let inbox: i64 = conn.query_row("SELECT count(*) FROM inbox WHERE message_id IS NOT NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(inbox, 6, "two inbox rows per stored message, none for the refused one or the resend");
+
+        // The sequence numbers were written back: the next batch goes on from them.
+        let next = send_batch(&conn, ann, "ann", vec![send("a4", ann_ben), send("a5", ann_cat)], 6).unwrap();
+        let seqs: Vec<u64> = next.iter().map(|o| o.as_ref().ok().unwrap().ack.seq).collect();
+        assert_eq!(seqs, vec![3, 2]);
+        let unknown = send_batch(&conn, ann, "ann", vec![send("a6", 999)], 7).unwrap();
+        assert!(format!("{:?}", unknown[0].as_ref().err().unwrap()).contains("no such conversation"));
+    }
 }
