@@ -12,6 +12,7 @@
 //! - idle memory: resident memory of a process with one idle connected client, vs an empty tokio
 //!   process.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,8 @@ async fn send_ack(url: &str, dir: &Path, raw: f64) {
     let n = 50_000;
     let text = "x".repeat(PAYLOAD);
     let senders = std::env::var("MISSIVE_SENDERS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
-    let start = Instant::now();
+    let threads0 = missive_testkit::interop::thread_cpu_times();
+    let (start, cpu0) = (Instant::now(), missive_testkit::interop::cpu_time(std::process::id()));
     let tasks: Vec<_> = (0..senders)
         .map(|_| {
             let (alice, conv, text) = (alice.clone(), dm.id.clone(), text.clone());
@@ -98,12 +100,23 @@ async fn send_ack(url: &str, dir: &Path, raw: f64) {
     let committed = start.elapsed();
     assert!(alice.flush(Duration::from_secs(300)).await.unwrap(), "every message acknowledged");
     let total = start.elapsed();
+    let cpu = missive_testkit::interop::cpu_time(std::process::id()) - cpu0;
+    let by_thread = thread_cpu_since(&threads0);
     let sent = (n / senders * senders) as f64;
     let rate = sent / total.as_secs_f64();
     println!(
-        "send_ack: {rate:.0} msg/s ({:.3} of raw echo {raw:.0} frames/s); local commits alone {:.0} msg/s; {senders} concurrent send calls, file store",
+        "send_ack: {rate:.0} msg/s ({:.3} of raw echo {raw:.0} frames/s); local commits alone {:.0} msg/s; {senders} concurrent send calls, file store; CPU {:.1} µs per message, {:.2} cores busy (client and server)",
         rate / raw,
-        sent / committed.as_secs_f64()
+        sent / committed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / sent,
+        cpu.as_secs_f64() / total.as_secs_f64()
+    );
+    let per = |name: &str| by_thread.get(name).map_or(0.0, |d| d.as_secs_f64() * 1e6 / sent);
+    println!(
+        "send_ack_cpu: per message, SDK store thread {:.1} µs, server store thread {:.1} µs, async tasks of both {:.1} µs",
+        per("missive-store"),
+        per("missive-db"),
+        per("tokio-rt-worker")
     );
     alice.shutdown().await;
 }
@@ -340,4 +353,13 @@ fn main() {
         );
         server.shutdown().await;
     });
+}
+
+/// CPU time per thread name since `before` (threads that ended meanwhile are not counted).
+fn thread_cpu_since(before: &HashMap<String, (String, Duration)>) -> HashMap<String, Duration> {
+    let mut out = HashMap::<String, Duration>::new();
+    for (id, (name, spent)) in missive_testkit::interop::thread_cpu_times() {
+        *out.entry(name).or_default() += spent.saturating_sub(before.get(&id).map_or(Duration::ZERO, |b| b.1));
+    }
+    out
 }

@@ -156,22 +156,36 @@ impl ThirdPartyPeer {
 
 /// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
 pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    stat_cpu_time(&Path::new("/proc").join(pid.to_string()).join("stat")).1
+}
+
+/// CPU time used so far by each thread of this process: thread id -> (thread name, time).
+pub fn thread_cpu_times() -> std::collections::HashMap<String, (String, Duration)> {
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
+    tasks.map(|t| (t.file_name().to_string_lossy().into_owned(), stat_cpu_time(&t.path().join("stat")))).collect()
+}
+
+/// The name and CPU time in a `/proc` `stat` file.
+fn stat_cpu_time(path: &Path) -> (String, Duration) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The name is in parentheses (it may contain spaces); the fields follow the last ')'.
+    let (name, rest) = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).unwrap_or(("", ""));
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
     let total = ticks(11) + ticks(12);
-    Duration::from_secs_f64(total as f64 / clock_ticks_per_second() as f64)
+    (name.to_owned(), Duration::from_secs_f64(total as f64 / clock_ticks_per_second() as f64))
 }
 
 fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
