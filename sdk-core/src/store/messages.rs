@@ -332,23 +332,26 @@ struct RunTotals {
 /// what each message did, in order (replays did nothing and are left out).
 pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, ConversationKind)>) -> Result<Vec<Applied>> {
     let ids: Vec<String> = run.iter().map(|(m, _)| message_id(&m.sender, &m.client_id)).collect();
-    let mut rowids = Vec::with_capacity(run.len());
+    let mut stored = Vec::with_capacity(run.len());
     for range in insert_chunks(run.len()) {
-        rowids.extend(insert_chunk(conn, me, &run[range.clone()], &ids[range])?);
+        stored.extend(insert_chunk(conn, me, &run[range.clone()], &ids[range])?);
     }
-    let mut applied = Vec::with_capacity(run.len());
+    // In order: a new message, or the index of an acknowledgement of our own pending echo.
+    let mut slots = Vec::with_capacity(run.len());
+    let mut acks = Vec::new();
     let mut totals: std::collections::HashMap<String, RunTotals> = std::collections::HashMap::new();
-    for (((m, kind), id), rowid) in run.into_iter().zip(ids).zip(rowids) {
-        let Some(rowid) = rowid else {
-            // Known already: a replay (no-op), or our own pending echo confirmed by the server.
-            let known: Option<Option<String>> =
-                conn.prepare_cached("SELECT server_id FROM messages WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
-            if let Some(None) = known
-                && let Some(confirmed) = apply_ack(conn, me, &m.client_id, &m.server_id, m.seq, m.server_time_ms)?
-            {
-                applied.push(Applied::Confirmed(confirmed));
+    for (((m, kind), id), stored) in run.into_iter().zip(ids).zip(stored) {
+        let rowid = match stored {
+            Stored::New(rowid) => rowid,
+            // Our own pending echo, confirmed by the server (transports without a separate
+            // acknowledgement, XMPP, confirm this way).
+            Stored::Known { server_id: None } => {
+                slots.push(Err(acks.len()));
+                acks.push(Ack { client_id: m.client_id, server_id: m.server_id, seq: m.seq, server_time_ms: m.server_time_ms });
+                continue;
             }
-            continue;
+            // A replay, or a server id already another message's: nothing to do.
+            Stored::Known { server_id: Some(_) } | Stored::Refused => continue,
         };
         let outgoing = m.sender == me;
         let t = match totals.get_mut(&m.conversation) {
@@ -367,7 +370,7 @@ pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, Co
         if !outgoing {
             t.incoming_seqs.push(m.seq);
         }
-        applied.push(Applied::Added(Message {
+        slots.push(Ok(Message {
             id,
             conversation_id: m.conversation,
             sender: m.sender,
@@ -380,6 +383,14 @@ pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, Co
             timestamp_ms: m.server_time_ms,
         }));
     }
+    let mut confirmed: Vec<Option<Message>> = if acks.is_empty() { vec![] } else { apply_acks(conn, me, acks)? };
+    let applied = slots
+        .into_iter()
+        .filter_map(|slot| match slot {
+            Ok(added) => Some(Applied::Added(added)),
+            Err(ack) => confirmed[ack].take().map(Applied::Confirmed),
+        })
+        .collect();
     for (conversation, t) in totals {
         let read_seq: Option<i64> =
             conn.prepare_cached("SELECT read_seq FROM conversations WHERE id = ?1")?.query_row([&conversation], |r| r.get(0)).optional()?;
@@ -393,10 +404,21 @@ pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, Co
     Ok(applied)
 }
 
-/// One multi-row insert: the rowid of each row it stored, `None` for rows already stored. The
-/// rows one statement inserts take consecutive rowids after the largest; only when it skipped
-/// some are the rows looked up to tell which.
-fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, ConversationKind)], ids: &[String]) -> Result<Vec<Option<i64>>> {
+/// What a multi-row insert did with one row.
+enum Stored {
+    New(i64),
+    /// The message was stored already (a replay, or our own echo), with this server id.
+    Known {
+        server_id: Option<String>,
+    },
+    /// Not stored: its server id is already another message's.
+    Refused,
+}
+
+/// One multi-row insert: what it did with each row. The rows one statement inserts take
+/// consecutive rowids after the largest; only when it skipped some are the rows looked up (once
+/// each) to tell which.
+fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, ConversationKind)], ids: &[String]) -> Result<Vec<Stored>> {
     let mut stmt = conn.prepare_cached(&insert_remote_sql(chunk.len()))?;
     let mut at = 1;
     for ((m, _), id) in chunk.iter().zip(ids) {
@@ -418,15 +440,19 @@ fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, Conversati
     let last = conn.last_insert_rowid();
     let first = last - changed as i64 + 1;
     if changed == chunk.len() {
-        return Ok((first..=last).map(Some).collect());
+        return Ok((first..=last).map(Stored::New).collect());
     }
     let mut claimed = std::collections::HashSet::new();
-    let mut lookup = conn.prepare_cached("SELECT rowid FROM messages WHERE id = ?1")?;
+    let mut lookup = conn.prepare_cached("SELECT rowid, server_id FROM messages WHERE id = ?1")?;
     ids.iter()
         .map(|id| {
-            let rowid: Option<i64> = lookup.query_row([id], |r| r.get(0)).optional()?;
-            // A row repeated within the chunk is new only the first time.
-            Ok(rowid.filter(|&rowid| changed > 0 && (first..=last).contains(&rowid) && claimed.insert(rowid)))
+            let found: Option<(i64, Option<String>)> = lookup.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            Ok(match found {
+                // A row repeated within the chunk is new only the first time.
+                Some((rowid, _)) if changed > 0 && (first..=last).contains(&rowid) && claimed.insert(rowid) => Stored::New(rowid),
+                Some((_, server_id)) => Stored::Known { server_id },
+                None => Stored::Refused,
+            })
         })
         .collect()
 }
