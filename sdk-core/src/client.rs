@@ -75,8 +75,14 @@ impl Client {
         let (caught_up_tx, caught_up) = watch::channel(false);
         let device = config.device_id.clone();
         let dense_sequences = config.transport.dense_sequences();
+        // The engine's and its links' log lines name the user, so that several clients in one
+        // process can be told apart (filled in at login for a fresh store).
+        let span = tracing::info_span!("missive", user = tracing::field::Empty);
+        if let Some(user) = &boot.username {
+            span.record("user", user.as_str());
+        }
         let engine = Engine::new(config, store.clone(), boot, rx, events.clone(), state_tx, caught_up_tx);
-        tokio::spawn(engine.run());
+        tokio::spawn(tracing::Instrument::instrument(engine.run(), span));
         let sends = SendQueue::start(store.clone(), commands.clone(), events.clone());
         Ok(Client {
             inner: Arc::new(Inner { commands, store, events, state, caught_up, device, dense_sequences, me: Default::default(), sends }),
@@ -445,6 +451,27 @@ impl Client {
         let has_more =
             if dense { lowest.is_some_and(|s| s > 1) } else { lowest.is_some() && (page.len() >= limit as usize || server_has_more) };
         Ok(MessagePage { has_more, next_before_seq: lowest, messages: page })
+    }
+
+    /// A page of messages from the local store only, never the network: what this device holds,
+    /// newest first (pending echoes first of all), e.g. to draw a conversation at once while
+    /// offline. `has_more` says whether the store holds older ones; the server may hold older
+    /// ones still, which [`Client::messages`] fetches.
+    pub async fn cached_messages(&self, conversation: &str, before_seq: Option<u64>, limit: u32) -> Result<MessagePage> {
+        let limit = limit.clamp(1, missive_proto::MAX_PAGE_SIZE);
+        let id = conversation.to_owned();
+        let mut page = self
+            .inner
+            .store
+            .call(move |c| {
+                conversations::get(c, &id)?.ok_or_else(|| Error::NotFound(format!("conversation {id}")))?;
+                messages::page(c, &id, before_seq, limit + 1)
+            })
+            .await?;
+        let older = page.len() > limit as usize;
+        page.truncate(limit as usize);
+        let lowest = page.iter().filter_map(|m| m.seq).min();
+        Ok(MessagePage { has_more: older && lowest.is_some(), next_before_seq: lowest, messages: page })
     }
 
     /// Tells the members that this user is (or stopped) typing.

@@ -269,3 +269,40 @@ async fn heartbeats_detect_a_silent_dead_link() {
     frozen.store(false, Ordering::SeqCst);
     wait_for(&mut events, "reconnected", |e| matches!(e, Event::ConnectionChanged(ConnectionState::Connected))).await;
 }
+
+/// `cached_messages` pages through what the store holds, newest first, offline too, and says
+/// whether older ones are stored; an unknown conversation is `NOT_FOUND`.
+#[tokio::test]
+async fn cached_messages_page_through_the_store_offline() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let alice = registered(&url, "alice").await;
+    registered(&url, "bob").await;
+    let dm = alice.create_direct("bob").await.unwrap();
+    for i in 1..=7 {
+        alice.send_text(&dm.id, &format!("m{i}")).await.unwrap();
+    }
+    assert!(alice.flush(WAIT).await.unwrap());
+    alice.network_lost().await.unwrap();
+    let pending = alice.send_text(&dm.id, "pending").await.unwrap();
+
+    let mut pages = vec![];
+    let mut before = None;
+    loop {
+        let page = alice.cached_messages(&dm.id, before, 3).await.unwrap();
+        pages.push((page.messages.iter().map(|m| m.body.preview()).collect::<Vec<_>>(), page.has_more));
+        if !page.has_more {
+            break;
+        }
+        before = page.next_before_seq;
+    }
+    let expected = vec![
+        (vec!["pending".to_string(), "m7".into(), "m6".into()], true),
+        (vec!["m5".into(), "m4".into(), "m3".into()], true),
+        (vec!["m2".into(), "m1".into()], false),
+    ];
+    assert_eq!(pages, expected);
+    assert!(alice.cached_messages(&dm.id, None, 500).await.unwrap().messages.iter().any(|m| m.id == pending.id));
+    let err = alice.cached_messages("no-such-conversation", None, 10).await.unwrap_err();
+    assert_eq!(err.code(), "NOT_FOUND");
+}

@@ -341,6 +341,12 @@ impl MissiveClient {
         on_runtime(async move { Ok(c.messages(&conversation, before_seq, limit).await?.into()) }).await
     }
 
+    /// A page from the local store only, never the network (e.g. to draw a conversation offline).
+    pub async fn cached_messages(&self, conversation: String, before_seq: Option<u64>, limit: u32) -> Result<MessagePage, MissiveError> {
+        let c = self.inner.clone();
+        on_runtime(async move { Ok(c.cached_messages(&conversation, before_seq, limit).await?.into()) }).await
+    }
+
     pub async fn mark_read(&self, conversation: String) -> Result<(), MissiveError> {
         let c = self.inner.clone();
         on_runtime(async move { Ok(c.mark_read(&conversation).await?) }).await
