@@ -601,6 +601,9 @@ impl Engine {
                 Ok(())
             })
             .await?;
+        if self.me.is_none() {
+            tracing::Span::current().record("user", username.as_str());
+        }
         self.me = Some(username.clone());
         if link.grant.token.is_some() {
             self.token = link.grant.token.clone();

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::Instrument as _;
 
 use super::tls::{self, Verification};
 use super::*;
@@ -127,7 +128,11 @@ impl NativeTransport {
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (in_tx, in_rx) = mpsc::channel(1024);
         let pacer = Pacer::new(rate);
-        tokio::spawn(LinkTask { ws, next_id: 3, pending: HashMap::new(), incoming: in_tx, pacer, ahead: ReadAhead::None }.run(out_rx));
+        tokio::spawn(
+            LinkTask { ws, next_id: 3, pending: HashMap::new(), incoming: in_tx, pacer, ahead: ReadAhead::None }
+                .run(out_rx)
+                .in_current_span(),
+        );
         Ok(Link { grant, outgoing: out_tx, incoming: in_rx })
     }
 }

@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::Instrument as _;
 
 use super::tls::{self, Verification};
 use super::*;
@@ -311,7 +312,7 @@ impl XmppTransport {
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (in_tx, in_rx) = mpsc::channel(1024);
         let task = link::LinkTask::new(hs.ws, in_tx, jid.clone(), session, self.config.clone(), self.shared.clone(), resumed_h, url);
-        tokio::spawn(task.run(out_rx));
+        tokio::spawn(task.run(out_rx).in_current_span());
         Ok(Link { grant: Grant { username: jid, token: Some(token) }, outgoing: out_tx, incoming: in_rx })
     }
 
