@@ -101,12 +101,14 @@ pub async fn set_up_conversations(plan: &Plan, clients: &[Client]) -> Result<Vec
     Ok(ids)
 }
 
-/// Every message of a conversation in `client`'s store, oldest first.
+/// Every message of a conversation in `client`'s store, oldest first. The store only: asking the
+/// server for history (as `Client::messages` does for a short page with sparse sequence numbers)
+/// would fill in what sync lost, and loaded Prosody with archive queries on every count.
 pub async fn all_messages(client: &Client, conversation: &str) -> Result<Vec<Message>, String> {
     let mut out = vec![];
     let mut before = None;
     loop {
-        let page = client.messages(conversation, before, 500).await.map_err(|e| e.to_string())?;
+        let page = client.cached_messages(conversation, before, 500).await.map_err(|e| e.to_string())?;
         out.extend(page.messages.iter().cloned());
         if !page.has_more {
             break;
@@ -142,11 +144,25 @@ pub async fn converge(
     ids: &[Vec<Option<String>>],
     within: Duration,
 ) -> Result<Counts, String> {
-    let deadline = Instant::now() + within;
+    let started = Instant::now();
+    let deadline = started + within;
+    let progress = std::env::var_os("MISSIVE_CHAOS_PROGRESS").is_some();
     loop {
         let mut counts = Counts::default();
+        let mut per_user = vec![];
         for (u, client) in clients.iter().enumerate() {
-            counts.add(count(protocol, plan, u, client, &ids[u]).await?);
+            let user = count(protocol, plan, u, client, &ids[u]).await?;
+            per_user.push(format!("{} {}/{}/{}", plan.users[u], user.lost, user.not_final, user.unsent));
+            counts.add(user);
+        }
+        if progress {
+            let states: Vec<String> = clients.iter().map(|c| format!("{:?}", c.connection_state())).collect();
+            eprintln!(
+                "converge +{:.0} s: {counts}; lost/not final/unsent by user: {}; states: {}",
+                started.elapsed().as_secs_f64(),
+                per_user.join(", "),
+                states.join(", ")
+            );
         }
         if counts.clean() || Instant::now() > deadline {
             return Ok(counts);
