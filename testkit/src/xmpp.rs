@@ -49,6 +49,9 @@ impl Ejabberd {
     }
 }
 
+/// The SQLite driver of Lua's DBI, which Prosody's SQL storage needs (Debian's `lua-dbi-sqlite3`).
+pub const LUA_DBI_SQLITE: &str = "/usr/lib/x86_64-linux-gnu/lua/5.4/dbd/sqlite3.so";
+
 const EJABBERD_RUN: &str = include_str!("../ejabberd/run.sh");
 const EJABBERD_CONFIG: &str = include_str!("../ejabberd/ejabberd.yml.template");
 
@@ -61,6 +64,8 @@ pub struct XmppServer {
     _temp: Option<TempDir>,
     https_port: Option<u16>,
     archive_limit: u32,
+    /// Prosody: archives and accounts in SQLite (false: its default file storage).
+    sql: bool,
     /// How many times it was started (each start appends to `stdout.log`).
     launches: usize,
 }
@@ -81,12 +86,17 @@ impl XmppServer {
     /// Starts a fresh server of `kind` serving [`DOMAIN`] and [`MUC_DOMAIN`]: in-band
     /// registration open, MAM for every account and group, carbons, stream management with
     /// resumption, members-only groups allowed; XMPP over WebSocket only, on loopback.
+    ///
+    /// Prosody keeps its data in SQLite (`mod_storage_sql`), as a deployment with archives
+    /// should: its default file storage loads a user's whole archive on every archive query,
+    /// so with thousands of messages per account the server spends its time re-reading them.
     pub fn start(kind: ServerKind) -> XmppServer {
         Self::start_inner(kind, None, None)
     }
 
-    /// A Prosody that keeps only the newest `limit` entries of each archive (its default for
-    /// file storage is 10,000; [`XmppServer::start`] raises it to a million).
+    /// A Prosody on its default file storage that keeps only the newest `limit` entries of
+    /// each archive (its default limit is 10,000; [`XmppServer::start`] raises it to a
+    /// million).
     pub fn start_with_archive_limit(limit: u32) -> XmppServer {
         Self::start_inner(ServerKind::Prosody, None, Some(limit))
     }
@@ -107,6 +117,10 @@ impl XmppServer {
             Path::new(bin).exists(),
             "{package} is not installed: run `cargo xtask test` (it installs Debian's {package}) or `apt-get install {package}`"
         );
+        assert!(
+            kind != ServerKind::Prosody || Path::new(LUA_DBI_SQLITE).exists(),
+            "Prosody's SQLite driver is not installed: run `cargo xtask test` (it installs Debian's lua-dbi-sqlite3) or `apt-get install lua-dbi-sqlite3`"
+        );
         let dir = std::env::temp_dir().join(format!("missive-{package}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
         std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
@@ -120,12 +134,19 @@ impl XmppServer {
             http_port: free_port(),
             https_port,
             archive_limit: archive_limit.unwrap_or(1_000_000),
+            sql: kind == ServerKind::Prosody && archive_limit.is_none(),
             dir: dir.clone(),
             child: None,
             _temp: Some(TempDir(dir)),
             launches: 0,
         };
         p.write_config();
+        if p.sql {
+            // Write-ahead logging (a setting kept in the file): Prosody's SQLite storage leaves
+            // SQLite's default rollback journal, which syncs twice per archived message.
+            let db = rusqlite::Connection::open(p.dir.join("data/prosody.sqlite")).expect("create Prosody's database");
+            db.pragma_update(None, "journal_mode", "WAL").expect("set WAL on Prosody's database");
+        }
         p.launch();
         p
     }
@@ -194,6 +215,7 @@ allow_registration = true
 min_seconds_between_registrations = 0
 modules_enabled = {{ "roster", "saslauth", "disco", "carbons", "pep", "register", "mam", "smacks", "ping", "websocket", "time", "version" }}
 modules_disabled = {{ "s2s" }}
+{storage}
 archive_expires_after = "never"
 storage_archive_item_limit = {archive_limit}
 default_archive_policy = true
@@ -211,6 +233,12 @@ Component "{MUC_DOMAIN}" "muc"
 "#,
             port = self.http_port,
             archive_limit = self.archive_limit,
+            storage = if self.sql {
+                r#"storage = "sql"
+sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
+            } else {
+                ""
+            },
             https = match self.https_port {
                 None => "https_ports = { }".to_owned(),
                 Some(p) => format!(

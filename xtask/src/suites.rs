@@ -52,12 +52,17 @@ pub fn rust(root: &Path) -> Outcome {
     Outcome { name: "rust", passed, failed, seconds: started.elapsed().as_secs_f64(), error: None }
 }
 
-/// The XMPP transport's tests start real servers: Debian's Prosody and ejabberd. Installing the
-/// packages must not start their system services, so a `policy-rc.d` refusing service starts
-/// is in place for the install (and removed after, if we put it there).
+/// The XMPP transport's tests start real servers: Debian's Prosody (with its SQLite driver) and
+/// ejabberd. Installing the packages must not start their system services, so a `policy-rc.d`
+/// refusing service starts is in place for the install (and removed after, if we put it there).
 pub fn ensure_xmpp_servers() -> Result<(), String> {
-    let missing: Vec<&str> =
-        [("prosody", "/usr/bin/prosody"), ("ejabberd", "/usr/sbin/ejabberdctl")].into_iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(p, _)| p).collect();
+    // Prosody keeps its data in SQLite in the tests (testkit's `LUA_DBI_SQLITE`).
+    let needed = [
+        ("prosody", "/usr/bin/prosody"),
+        ("lua-dbi-sqlite3", "/usr/lib/x86_64-linux-gnu/lua/5.4/dbd/sqlite3.so"),
+        ("ejabberd", "/usr/sbin/ejabberdctl"),
+    ];
+    let missing: Vec<&str> = needed.into_iter().filter(|(_, file)| !Path::new(file).exists()).map(|(p, _)| p).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -69,7 +74,10 @@ pub fn ensure_xmpp_servers() -> Result<(), String> {
         run(Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]))?;
     }
     let install = || {
-        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
     };
     let result = install().or_else(|_| run(Command::new("apt-get").arg("update")).and_then(|()| install()));
     if ours {
