@@ -1,5 +1,6 @@
 //! One WebSocket connection: the handshake, the read loop with its timeouts, rate limit and frame
-//! checks, and the writer task that drains the connection's outbound queue.
+//! checks, the queue that stores a burst of pipelined sends as one job, and the writer task that
+//! drains the connection's outbound queue.
 //!
 //! A connection moves through three phases: it must first send `Hello` (version negotiation),
 //! then authenticate (`Register`, `Login` or `Resume`), then it may send everything else. Bad
