@@ -1,5 +1,6 @@
 //! The engine: one task per client owns the live link, the timers and the state machines
-//! (backoff, outbox, sync). The public `Client` is a handle that talks to it over a channel.
+//! (backoff, outbox, sync, delivered receipts). The public `Client` is a handle that talks to it
+//! over a channel.
 //!
 //! Its loop: while disconnected, wait out the backoff (or a hint from the app) and connect with
 //! the stored token; once connected, resend the outbox in order, sync from the last committed
@@ -14,9 +15,9 @@ mod inbound;
 #[cfg(test)]
 mod model_test;
 pub mod outbox;
+pub mod receipts;
 pub mod sync;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,12 +31,11 @@ use crate::store::{Store, conversations, messages, settings};
 use crate::transport::{Auth, Incoming, Link, MessageRef, Outgoing, Request, TransportError};
 use connection::{ConnectionMachine, Next};
 use outbox::{ChangeError, Outbox};
+use receipts::DeliveredReceipts;
 use sync::{SyncState, SyncStep};
 
 /// Most inbound items applied in one store transaction.
 const MAX_INBOUND_BATCH: usize = 2048;
-/// How often delivered receipts go out while a catch-up is still paging.
-const RECEIPTS_DURING_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Hints from the app about the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +98,8 @@ pub(crate) struct Engine {
     outbox: Outbox,
     sync: SyncState,
     link: Option<LiveLink>,
-    /// Delivered receipts held back during a catch-up: the newest per conversation.
-    receipts_due: BTreeMap<String, (u64, MessageRef)>,
-    receipts_sent_at: Instant,
+    /// Delivered receipts held back during a catch-up.
+    receipts: DeliveredReceipts,
     stopped: bool,
 }
 
@@ -143,8 +142,7 @@ impl Engine {
             outbox,
             sync: SyncState::new(boot.cursor),
             link: None,
-            receipts_due: BTreeMap::new(),
-            receipts_sent_at: Instant::now(),
+            receipts: DeliveredReceipts::new(std::time::Instant::now()),
             stopped: false,
         }
     }
@@ -285,7 +283,7 @@ impl Engine {
         }
         tracing::debug!(why, "link dropped");
         // Still owed in the store: the next link sends them.
-        self.receipts_due.clear();
+        self.receipts.clear();
         self.caught_up.send_replace(false);
         self.outbox.on_disconnect();
         self.sync.on_disconnected();
@@ -344,25 +342,9 @@ impl Engine {
         });
     }
 
-    /// Delivered receipts for what a batch stored: at once for live traffic; during a catch-up,
-    /// the newest per conversation at most every [`RECEIPTS_DURING_CATCH_UP`] and when caught
-    /// up, instead of one per page (each costs the server an inbox event and the sender an update
-    /// of the messages it covers). Held-back receipts stay owed in the store, so a link lost
-    /// first sends them on the next one.
-    async fn send_delivered_receipts(&mut self, delivered: Vec<(String, (u64, MessageRef))>, catching_up: bool) {
-        for (conversation, due) in delivered {
-            match self.receipts_due.get(&conversation) {
-                Some((seq, _)) if *seq >= due.0 => {}
-                _ => {
-                    self.receipts_due.insert(conversation, due);
-                }
-            }
-        }
-        if self.receipts_due.is_empty() || (catching_up && self.receipts_sent_at.elapsed() < RECEIPTS_DURING_CATCH_UP) {
-            return;
-        }
-        self.receipts_sent_at = Instant::now();
-        for (conversation, (seq, message)) in std::mem::take(&mut self.receipts_due) {
+    /// Delivered receipts for what a batch stored, as [`DeliveredReceipts`] decides.
+    async fn send_delivered_receipts(&mut self, delivered: Vec<(String, receipts::Due)>, catching_up: bool) {
+        for (conversation, (seq, message)) in self.receipts.on_stored(delivered, catching_up, std::time::Instant::now()) {
             self.send_receipt(conversation, seq, ReceiptKind::Delivered, Some(message)).await;
         }
     }
