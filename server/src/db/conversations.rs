@@ -14,20 +14,30 @@ pub type ConversationId = i64;
 const ROLE_MEMBER: i64 = 0;
 const ROLE_OWNER: i64 = 1;
 
-/// Kind and role of `user` in a conversation; `NotFound` if the conversation does not exist,
+/// What a member's request needs to know about a conversation, read with the membership check.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    pub kind: ConversationKind,
+    pub role: i64,
+    /// The conversation's last sequence number.
+    pub last_seq: i64,
+}
+
+/// The conversation as seen by its member `user`; `NotFound` if the conversation does not exist,
 /// `Forbidden` if the user is not a member.
-pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> ApiResult<(ConversationKind, i64)> {
-    // One statement for both checks: this runs on every send.
-    let found: Option<(i32, Option<i64>)> = conn
+pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> ApiResult<Membership> {
+    // One statement for both checks: this runs on every batch of sends.
+    let found: Option<(i32, i64, Option<i64>)> = conn
         .prepare_cached(
-            "SELECT c.kind, m.role FROM conversations c
+            "SELECT c.kind, c.last_seq, m.role FROM conversations c
              LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2 WHERE c.id = ?1",
         )?
-        .query_row([conv, user], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([conv, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let (kind, role) = found.ok_or_else(no_such_conversation)?;
+    let (kind, last_seq, role) = found.ok_or_else(no_such_conversation)?;
     let kind = ConversationKind::try_from(kind).map_err(|_| no_such_conversation())?;
-    role.map(|r| (kind, r)).ok_or_else(ApiError::not_member)
+    let role = role.ok_or_else(ApiError::not_member)?;
+    Ok(Membership { kind, role, last_seq })
 }
 
 fn no_such_conversation() -> ApiError {
@@ -187,7 +197,7 @@ pub fn create_group(
 }
 
 fn require_group(conn: &Connection, conv: ConversationId, me: UserId) -> ApiResult<i64> {
-    let (kind, role) = require_member(conn, conv, me)?;
+    let Membership { kind, role, .. } = require_member(conn, conv, me)?;
     if kind != ConversationKind::Group {
         return Err(ApiError::refuse(ErrorCode::InvalidArgument, "members can be changed only in groups"));
     }
@@ -272,8 +282,7 @@ pub fn join_room(conn: &Connection, me: UserId, conv: ConversationId, now: i64) 
 
 /// Leaves a chat room.
 pub fn leave_room(conn: &Connection, me: UserId, conv: ConversationId) -> ApiResult<()> {
-    let (kind, _) = require_member(conn, conv, me)?;
-    if kind != ConversationKind::Room {
+    if require_member(conn, conv, me)?.kind != ConversationKind::Room {
         return Err(ApiError::refuse(ErrorCode::InvalidArgument, "not a chat room"));
     }
     conn.prepare_cached("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2")?.execute([conv, me])?;

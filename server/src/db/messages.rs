@@ -14,7 +14,7 @@ use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::UserId;
-use super::conversations::{ConversationId, member_ids, require_member};
+use super::conversations::{ConversationId, Membership, member_ids, require_member};
 use crate::error::{ApiError, ApiResult};
 
 /// A durable event for one user, to push to that user's live sessions after the commit.
@@ -70,9 +70,9 @@ struct Target {
 }
 
 /// Stores a batch of one sender's messages in order, each once per (sender, client id), and
-/// appends each to its members' inboxes, for less than one by one: each conversation's kind, membership, sequence number and members are read once per
-/// batch, each member's cursor is read once and written once, and a conversation's sequence
-/// number is written once. Per message, its outcome: a refusal (not a member, no such
+/// appends each to its members' inboxes, for less than one by one: each conversation's kind,
+/// membership, sequence number and members are read once per batch, each member's cursor is
+/// read once and written once, and a conversation's sequence number is written once. Per message, its outcome: a refusal (not a member, no such
 /// conversation) is that message's alone and writes nothing for it; a storage failure fails the
 /// whole batch (the caller's transaction rolls it back).
 pub fn send_batch(conn: &Connection, me: UserId, me_name: &str, batch: Vec<Outgoing>, now: i64) -> ApiResult<Vec<ApiResult<SendOutcome>>> {
@@ -178,21 +178,10 @@ fn original_ack(conn: &Connection, me: UserId, client_id: &str) -> ApiResult<Opt
     }))
 }
 
-/// A conversation `me` may send to: its kind and last sequence number, with the membership
-/// check, in one statement.
+/// A conversation `me` may send to.
 fn target(conn: &Connection, conv: ConversationId, me: UserId) -> ApiResult<Target> {
-    let found: Option<(i32, i64, Option<i64>)> = conn
-        .prepare_cached(
-            "SELECT c.kind, c.last_seq, m.role FROM conversations c
-             LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2 WHERE c.id = ?1",
-        )?
-        .query_row([conv, me], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let no_such = || ApiError::refuse(v1::ErrorCode::NotFound, "no such conversation");
-    let (kind, last_seq, role) = found.ok_or_else(no_such)?;
-    let kind = ConversationKind::try_from(kind).map_err(|_| no_such())?;
-    role.ok_or_else(ApiError::not_member)?;
-    Ok(Target { kind, last_seq, members: None })
+    let m = require_member(conn, conv, me)?;
+    Ok(Target { kind: m.kind, last_seq: m.last_seq, members: None })
 }
 
 /// The members of a conversation, in one statement with their cursors; a cursor the batch
@@ -301,8 +290,7 @@ pub fn receipt(
     kind: v1::ReceiptKind,
     now: i64,
 ) -> ApiResult<Vec<Delivery>> {
-    let (conv_kind, _) = require_member(conn, conv, me)?;
-    let last_seq: i64 = conn.prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0))?;
+    let Membership { kind: conv_kind, last_seq, .. } = require_member(conn, conv, me)?;
     let seq = (seq as i64).min(last_seq);
     let sql = match kind {
         v1::ReceiptKind::Read => {
@@ -324,7 +312,7 @@ pub fn receipt(
 
 /// Checks membership and returns who should see a typing notification (everyone but `me`).
 pub fn typing_audience(conn: &Connection, me: UserId, conv: ConversationId) -> ApiResult<(ConversationKind, Vec<UserId>)> {
-    let (kind, _) = require_member(conn, conv, me)?;
+    let kind = require_member(conn, conv, me)?.kind;
     let others = member_ids(conn, conv)?.into_iter().filter(|&u| u != me).collect();
     Ok((kind, others))
 }
