@@ -121,8 +121,9 @@ pub fn on_messages(conn: &Connection, conversation: &str, last_rowid: i64, last_
 /// Recomputes the last message after a local echo was removed.
 pub fn refresh_last_message(conn: &Connection, conversation: &str) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE conversations SET last_rowid = (
-             SELECT rowid FROM messages WHERE conversation_id = ?1 ORDER BY (seq IS NULL) DESC, seq DESC, rowid DESC LIMIT 1)
+        "UPDATE conversations SET last_rowid = coalesce(
+             (SELECT rowid FROM messages WHERE conversation_id = ?1 AND outgoing = 1 AND server_id IS NULL ORDER BY rowid DESC LIMIT 1),
+             (SELECT rowid FROM messages WHERE conversation_id = ?1 AND seq IS NOT NULL ORDER BY seq DESC, rowid DESC LIMIT 1))
          WHERE id = ?1",
     )?
     .execute([conversation])?;

@@ -548,16 +548,28 @@ pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, from: u6
 }
 
 /// A page, newest first: local echoes not yet sent first (on the first page), then by sequence.
+/// Two index ranges: the outbox's entries of the conversation (unsent messages have no seq), then
+/// `messages_by_conversation`.
 pub fn page(conn: &Connection, conversation: &str, before_seq: Option<u64>, limit: u32) -> Result<Vec<Message>> {
-    let sql = format!(
-        "SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1
-             AND (CASE WHEN ?2 IS NULL THEN 1 ELSE m.seq < ?2 END)
-         ORDER BY (m.seq IS NULL) DESC, m.seq DESC, m.rowid DESC LIMIT ?3"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params![conversation, before_seq.map(|s| s as i64), limit as i64], |r| from_row_at(r, 0))?
-        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    if before_seq.is_none() {
+        let sql = format!("SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND {UNSENT} ORDER BY m.rowid DESC LIMIT ?2");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        for row in stmt.query_map(params![conversation, limit as i64], |r| from_row_at(r, 0))? {
+            rows.push(row?);
+        }
+    }
+    let rest = limit as usize - rows.len();
+    if rest > 0 {
+        let sql = format!(
+            "SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC, m.rowid DESC LIMIT ?3"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let before = before_seq.map_or(i64::MAX, |s| s as i64);
+        for row in stmt.query_map(params![conversation, before, rest as i64], |r| from_row_at(r, 0))? {
+            rows.push(row?);
+        }
+    }
     Ok(rows)
 }
 
@@ -761,5 +773,42 @@ mod tests {
         assert_eq!(owed(&conn), [("c".to_string(), 7)], "an older confirmation settles nothing newer");
         conversations::set_receipt_synced(&conn, ReceiptKind::Delivered, "c", 7).unwrap();
         assert!(owed(&conn).is_empty());
+    }
+
+    /// A page lists the unsent echoes first (newest first), then the rest by sequence, and the
+    /// last message follows a cancel; both read through indexes, not the whole table.
+    #[test]
+    fn a_page_lists_unsent_echoes_first_then_by_sequence_through_indexes() {
+        let conn = store();
+        apply_remote_run(&conn, "me", (1..=4).map(|seq| remote("you", &format!("y{seq}"), seq)).collect()).unwrap();
+        for id in ["p1", "p2", "p3"] {
+            insert_outgoing(&conn, "me", "c", id, &Body::Text(id.into()), 0).unwrap();
+        }
+        apply_ack(&conn, "me", "p2", "s5", 5, 0).unwrap();
+        let ids = |page: Vec<Message>| page.into_iter().map(|m| m.client_id).collect::<Vec<_>>();
+        assert_eq!(ids(page(&conn, "c", None, 4).unwrap()), ["p3", "p1", "p2", "y4"]);
+        assert_eq!(ids(page(&conn, "c", None, 1).unwrap()), ["p3"]);
+        assert_eq!(ids(page(&conn, "c", Some(4), 10).unwrap()), ["y3", "y2", "y1"], "older pages leave unsent echoes out");
+        delete_unsent(&conn, "me", "p3").unwrap();
+        delete_unsent(&conn, "me", "p1").unwrap();
+        let last = conversations::get(&conn, "c").unwrap().unwrap().last_message.unwrap();
+        assert_eq!(last.client_id, "p2", "the newest by sequence once no echo is left");
+        for sql in [
+            format!("SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND {UNSENT} ORDER BY m.rowid DESC LIMIT ?2"),
+            format!(
+                "SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC, m.rowid DESC LIMIT ?3"
+            ),
+            "SELECT server_id FROM messages WHERE conversation_id = ?1 AND seq = ?2 LIMIT 1".into(),
+            "SELECT rowid FROM messages WHERE server_id = ?1".into(),
+        ] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let mut rows = stmt.raw_query();
+            let mut plan = String::new();
+            while let Some(row) = rows.next().unwrap() {
+                plan += &row.get::<_, String>(3).unwrap();
+                plan += "; ";
+            }
+            assert!(plan.contains("USING") && !plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+        }
     }
 }

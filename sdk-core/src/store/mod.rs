@@ -101,7 +101,9 @@ mod tests {
             conn.execute_batch(
                 "INSERT INTO conversations (id, kind) VALUES ('c', 0);
                  INSERT INTO messages (rowid, id, conversation_id, sender, client_id, body, state, outgoing, timestamp_ms)
-                 VALUES (1, 'me:x', 'c', 'me', 'x', x'', 0, 1, 0);",
+                 VALUES (1, 'me:x', 'c', 'me', 'x', x'', 0, 1, 0);
+                 INSERT INTO messages (rowid, id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
+                 VALUES (2, 'you:y', 'c', 'you', 'y', 's7', 7, x'', 2, 0, 0);",
             )
             .unwrap();
             if start < 5 {
@@ -115,6 +117,9 @@ mod tests {
             let listed = conversations::list(&conn).unwrap();
             let last = listed[0].last_message.as_ref().map(|m| m.id.as_str());
             assert_eq!(last, Some("me:x"), "the last message survives the migration from version {start}");
+            let page: Vec<(String, Option<String>)> =
+                messages::page(&conn, "c", None, 10).unwrap().into_iter().map(|m| (m.id, m.server_id)).collect();
+            assert_eq!(page, [("me:x".into(), None), ("you:y".into(), Some("s7".into()))], "from version {start}");
             let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
             assert_eq!(v, schema::VERSION);
         }

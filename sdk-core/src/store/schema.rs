@@ -78,6 +78,36 @@ ALTER TABLE conversations ADD COLUMN last_rowid INTEGER;
 UPDATE conversations SET last_rowid = (SELECT rowid FROM messages WHERE id = conversations.last_message);
 ALTER TABLE conversations DROP COLUMN last_message;
 "#,
+    // v7: the indexes that order and identify messages leave out the unsent ones (no server id
+    // and no seq, the only rows without them), which the outbox index finds per conversation
+    // instead. A send writes two index entries instead of four, and its ack adds two and deletes
+    // one instead of moving two and deleting one. The server id's uniqueness was a column constraint, so the table is rebuilt
+    // (rowids kept: conversations name their last message by rowid).
+    r#"
+CREATE TABLE messages_v7 (
+    rowid             INTEGER PRIMARY KEY,
+    id                TEXT NOT NULL UNIQUE,
+    conversation_id   TEXT NOT NULL,
+    sender            TEXT NOT NULL,
+    client_id         TEXT NOT NULL,
+    server_id         TEXT,
+    seq               INTEGER,
+    body              BLOB NOT NULL,
+    state             INTEGER NOT NULL,
+    failure           TEXT,
+    outgoing          INTEGER NOT NULL,
+    timestamp_ms      INTEGER NOT NULL,
+    failure_retryable INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO messages_v7 (rowid, id, conversation_id, sender, client_id, server_id, seq, body, state, failure, outgoing, timestamp_ms, failure_retryable)
+    SELECT rowid, id, conversation_id, sender, client_id, server_id, seq, body, state, failure, outgoing, timestamp_ms, failure_retryable
+    FROM messages ORDER BY rowid;
+DROP TABLE messages;
+ALTER TABLE messages_v7 RENAME TO messages;
+CREATE UNIQUE INDEX messages_by_server_id ON messages (server_id) WHERE server_id IS NOT NULL;
+CREATE INDEX messages_by_conversation ON messages (conversation_id, seq) WHERE seq IS NOT NULL;
+CREATE INDEX messages_unsent ON messages (conversation_id) WHERE outgoing = 1 AND server_id IS NULL;
+"#,
 ];
 
 /// The schema version this build writes.
