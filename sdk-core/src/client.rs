@@ -404,12 +404,15 @@ impl Client {
             store
                 .call(move |c| {
                     let page = messages::page(c, &id, before_seq, limit)?;
-                    let last_seq: i64 = c.query_row("SELECT last_seq FROM conversations WHERE id = ?1", [&id], |r| r.get(0))?;
-                    Ok((page, last_seq as u64))
+                    let (last_seq, history_complete): (i64, bool) =
+                        c.query_row("SELECT last_seq, history_complete FROM conversations WHERE id = ?1", [&id], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?;
+                    Ok((page, last_seq as u64, history_complete))
                 })
                 .await
         };
-        let (mut page, last_seq) = load(self.inner.store.clone(), id.clone()).await?;
+        let (mut page, last_seq, history_complete) = load(self.inner.store.clone(), id.clone()).await?;
         let before_id = match before_seq {
             Some(seq) => {
                 let id = id.clone();
@@ -419,9 +422,10 @@ impl Client {
         };
         let dense = self.inner.dense_sequences;
         // With sparse sequence numbers, a full page from the cache is trusted, a short one is
-        // completed from the server, which also tells whether anything older exists.
+        // completed from the server, which also tells whether anything older exists, unless the
+        // server said so before: then the cache holds the conversation's oldest message.
         let mut server_has_more = false;
-        let complete = if dense { complete(&page, before_seq, last_seq, limit) } else { page.len() >= limit as usize };
+        let complete = if dense { complete(&page, before_seq, last_seq, limit) } else { page.len() >= limit as usize || history_complete };
         if !complete {
             let request_id = id.clone();
             let fetched = self.remote(|reply| Request::History { conversation: request_id, before_seq, before_id, limit, reply }).await;
@@ -429,6 +433,7 @@ impl Client {
                 Ok(history) => {
                     server_has_more = history.has_more;
                     let me = self.me().await?;
+                    let conversation_id = id.clone();
                     // Only what is older than the cache's oldest message: newer ones the cache
                     // lacks are still on their way through sync, which numbers them in its own
                     // order; taken from history too they could tie with or overtake synced ones.
@@ -438,6 +443,9 @@ impl Client {
                         .call(move |c| {
                             let older = history.messages.into_iter().filter(|m| oldest_cached.is_none_or(|oldest| m.seq < oldest));
                             messages::apply_remote_run(c, &me, older.map(|m| (m, conv.kind)).collect())?;
+                            if !server_has_more {
+                                conversations::set_history_complete(c, &conversation_id)?;
+                            }
                             Ok(())
                         })
                         .await?;

@@ -191,7 +191,8 @@ async fn a_fresh_device_syncs_the_newest_and_pages_back_through_the_archive(kind
     // A new device reads only the newest 10 entries of the archive at first...
     let mut limited = XmppConfig::new(&url, DOMAIN);
     limited.initial_sync_limit = 10;
-    let tablet = Client::open(with_transport(XmppTransport::new(limited)).device_id("tablet")).await.unwrap();
+    let transport = XmppTransport::new(limited);
+    let tablet = Client::open(with_transport(transport.clone()).device_id("tablet")).await.unwrap();
     tablet.login("bob", PASSWORD).await.unwrap();
     assert!(tablet.wait_caught_up(WAIT).await);
     let c = tablet.conversation(&jid("alice")).await.unwrap().unwrap();
@@ -215,6 +216,22 @@ async fn a_fresh_device_syncs_the_newest_and_pages_back_through_the_archive(kind
     texts.reverse();
     assert_eq!(texts, expected);
     assert!((4..=6).contains(&pages), "{pages} pages of 15 for 60 messages");
+    // The server said there is nothing older: paging through again is served from the cache
+    // alone, the short last page included.
+    let queries = transport.stats().history_queries;
+    assert!(queries >= 1);
+    let (mut again, mut before) = (vec![], None);
+    loop {
+        let page = tablet.messages(&jid("alice"), before, 15).await.unwrap();
+        again.extend(page.messages.iter().map(|m| m.body.preview()));
+        if !page.has_more {
+            break;
+        }
+        before = page.next_before_seq;
+    }
+    again.reverse();
+    assert_eq!(again, expected);
+    assert_eq!(transport.stats().history_queries, queries, "no archive query for history the cache holds whole");
     // The sender's own second device sees its sent messages too (its archive holds them).
     let laptop = open(&url, None, "laptop").await;
     laptop.login("alice", PASSWORD).await.unwrap();

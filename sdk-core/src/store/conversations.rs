@@ -118,6 +118,13 @@ pub fn on_messages(conn: &Connection, conversation: &str, last_rowid: i64, last_
     Ok(())
 }
 
+/// The server holds nothing older than the oldest message cached for the conversation (see
+/// `Client::messages`).
+pub fn set_history_complete(conn: &Connection, conversation: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE conversations SET history_complete = 1 WHERE id = ?1")?.execute([conversation])?;
+    Ok(())
+}
+
 /// Recomputes the last message after a local echo was removed.
 pub fn refresh_last_message(conn: &Connection, conversation: &str) -> Result<()> {
     conn.prepare_cached(

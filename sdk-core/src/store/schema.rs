@@ -108,6 +108,12 @@ CREATE UNIQUE INDEX messages_by_server_id ON messages (server_id) WHERE server_i
 CREATE INDEX messages_by_conversation ON messages (conversation_id, seq) WHERE seq IS NOT NULL;
 CREATE INDEX messages_unsent ON messages (conversation_id) WHERE outgoing = 1 AND server_id IS NULL;
 "#,
+    // v8: the server said it holds nothing older than the oldest message cached here, so a short
+    // page of a conversation with sparse sequence numbers (XMPP) is served from the cache alone
+    // instead of asking the server's archive again on every call.
+    r#"
+ALTER TABLE conversations ADD COLUMN history_complete INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -93,6 +93,8 @@ pub struct XmppStats {
     pub resumed: u32,
     /// Resumptions the server refused (the session had expired or the server restarted).
     pub resume_failed: u32,
+    /// Archive queries sent for older history (`Request::History`), not counting sync.
+    pub history_queries: u32,
 }
 
 /// How long a connection waits for the answer to a XEP-0198 resumption.

@@ -421,6 +421,7 @@ impl LinkTask {
             }
             Request::History { conversation, before_seq, before_id, limit, reply } => {
                 let id = self.new_id("hist");
+                self.shared.lock().expect("not poisoned").stats.history_queries += 1;
                 let query_id = id.clone();
                 let room = self.is_room(&conversation);
                 let (archive, with) = if room { (Some(conversation.as_str()), None) } else { (None, Some(conversation.as_str())) };
