@@ -10,7 +10,11 @@
 //!
 //! For a database file in WAL mode, checkpoints run on a second connection in a background
 //! thread (passive: they never block the writer), instead of inside a commit of the writer
-//! thread where SQLite's automatic checkpoint would stall the jobs behind it.
+//! thread where SQLite's automatic checkpoint would stall the jobs behind it. A passive
+//! checkpoint cannot catch up with a writer that never pauses, and SQLite restarts the log only
+//! once it has caught up, so past [`WAL_BACKSTOP_FRAMES`] the writer copies the log itself
+//! between two batches. The log file is cut back to [`WAL_SIZE_LIMIT`] when it restarts: a
+//! burst of writes does not leave a log of a hundred megabytes behind.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -33,8 +37,15 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
-/// Jobs committed between two background checkpoints (a proxy for the WAL's growth).
-const CHECKPOINT_EVERY_JOBS: i64 = 2000;
+/// Log frames (pages) that wake the background checkpointer (about 8 MiB of 4 KiB pages; twice
+/// SQLite's default, which made the checkpoints' copying and syncing cost more than the writes
+/// saved in send_ack).
+const CHECKPOINT_FRAMES: i32 = 2000;
+/// Log frames past which the writer checkpoints itself (about 32 MiB).
+pub const WAL_BACKSTOP_FRAMES: i32 = 8000;
+/// Size the log file is cut back to when it restarts (`PRAGMA journal_size_limit`); above the
+/// log's usual size, so that it is not cut and grown again on every cycle.
+pub const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 /// Jobs queued before submitters wait.
 const QUEUE: usize = 8192;
 
@@ -109,7 +120,17 @@ impl Worker {
 /// Runs passive checkpoints on its own connection when the writer says the WAL has grown.
 struct Checkpointer {
     wake: std::sync::mpsc::SyncSender<()>,
-    jobs: std::cell::Cell<i64>,
+}
+
+thread_local! {
+    /// Frames in the log after the last commit on this thread (set by SQLite's WAL hook, which
+    /// runs on the committing thread: the worker's).
+    static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(frames));
+    Ok(())
 }
 
 impl Checkpointer {
@@ -123,7 +144,10 @@ impl Checkpointer {
         }
         let reader = Connection::open(&path).ok()?;
         reader.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).ok()?;
+        // Turning automatic checkpoints off clears the WAL hook: set it after.
         conn.pragma_update(None, "wal_autocheckpoint", 0).ok()?;
+        conn.wal_hook(Some(note_wal_frames));
         let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
             .name(format!("{name}-checkpoint"))
@@ -135,14 +159,19 @@ impl Checkpointer {
                 }
             })
             .ok()?;
-        Some(Checkpointer { wake, jobs: std::cell::Cell::new(0) })
+        Some(Checkpointer { wake })
     }
 
     /// Called by the writer after each commit.
-    fn committed(&self, jobs: usize) {
-        self.jobs.set(self.jobs.get() + jobs as i64);
-        if self.jobs.get() >= CHECKPOINT_EVERY_JOBS {
-            self.jobs.set(0);
+    fn committed(&self, conn: &Connection) {
+        let frames = WAL_FRAMES.with(|f| f.get());
+        if frames >= WAL_BACKSTOP_FRAMES {
+            // Busy (nothing copied) if the background checkpoint is running: tried again after
+            // the next commit.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "checkpoint failed");
+            }
+        } else if frames >= CHECKPOINT_FRAMES {
             let _ = self.wake.try_send(());
         }
     }
@@ -159,13 +188,13 @@ fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<&Che
                 Err(_) => break,
             }
         }
-        let jobs = batch.len();
         let committed = run_batch(conn, &mut batch, &mut completions);
-        if let Some(c) = checkpointer {
-            c.committed(jobs);
-        }
         for completion in completions.drain(..) {
             completion(committed);
+        }
+        // After the completions: a checkpoint by the writer delays the next batch, not this one.
+        if let Some(c) = checkpointer {
+            c.committed(conn);
         }
     }
 }
@@ -266,6 +295,63 @@ mod tests {
         let n: i64 = w.call(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))).await.unwrap().unwrap();
         assert_eq!(n, 0, "the rows it wrote before failing are gone");
         w.call(|c| c.execute("INSERT INTO t VALUES (1)", [])).await.unwrap().unwrap();
+    }
+
+    /// A writer that never pauses still gets its log checkpointed and restarted, and the log
+    /// file is cut back once it restarts: a burst does not leave a huge file behind.
+    #[tokio::test]
+    async fn the_log_stays_bounded_under_a_writer_that_never_pauses() {
+        let dir = std::env::temp_dir().join(format!("missive-wal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wal.db");
+        let wal = dir.join("wal.db-wal");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        conn.execute_batch("CREATE TABLE big (x BLOB)").unwrap();
+        let (w, closed) = Worker::spawn(conn, "wal-test");
+        // 40,000 pages of rows (about 160 MiB) in 2,000 commits, four jobs queued at all times
+        // so that the writer never waits.
+        let mut largest = 0;
+        let mut queued = std::collections::VecDeque::new();
+        for i in 0..2_000 {
+            let (tx, rx) = oneshot::channel();
+            let work = |c: &Connection| {
+                c.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) INSERT INTO big SELECT zeroblob(4000) FROM n", [])
+            };
+            w.submit(work, move |r: Result<usize, rusqlite::Error>, ok| {
+                let _ = tx.send(r.is_ok() && ok);
+            })
+            .await
+            .unwrap();
+            queued.push_back(rx);
+            if queued.len() >= 4 {
+                assert!(queued.pop_front().unwrap().await.unwrap());
+            }
+            if i % 10 == 0 {
+                largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+            }
+        }
+        for rx in queued {
+            assert!(rx.await.unwrap());
+        }
+        largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+        let frame = 4096 + 24;
+        assert!(largest < 2 * WAL_BACKSTOP_FRAMES as u64 * frame, "the log reached {largest} bytes");
+        // Once the writer pauses, the log restarts and is cut back.
+        let mut size = u64::MAX;
+        for _ in 0..500 {
+            w.call(|c| c.execute("INSERT INTO big VALUES (x'00')", [])).await.unwrap().unwrap();
+            size = std::fs::metadata(&wal).unwrap().len();
+            if size <= WAL_SIZE_LIMIT as u64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(size <= WAL_SIZE_LIMIT as u64, "the log stayed at {size} bytes");
+        drop(w);
+        closed.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
