@@ -553,24 +553,30 @@ pub(crate) fn mark_incoming_read(conn: &Connection, conversation: &str, from: u6
 pub fn page(conn: &Connection, conversation: &str, before_seq: Option<u64>, limit: u32) -> Result<Vec<Message>> {
     let mut rows = Vec::new();
     if before_seq.is_none() {
-        let sql = format!("SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND {UNSENT} ORDER BY m.rowid DESC LIMIT ?2");
-        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(&page_unsent_sql())?;
         for row in stmt.query_map(params![conversation, limit as i64], |r| from_row_at(r, 0))? {
             rows.push(row?);
         }
     }
     let rest = limit as usize - rows.len();
     if rest > 0 {
-        let sql = format!(
-            "SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC, m.rowid DESC LIMIT ?3"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(&page_by_seq_sql())?;
         let before = before_seq.map_or(i64::MAX, |s| s as i64);
         for row in stmt.query_map(params![conversation, before, rest as i64], |r| from_row_at(r, 0))? {
             rows.push(row?);
         }
     }
     Ok(rows)
+}
+
+/// A conversation's unsent echoes, newest first (`messages_unsent`).
+fn page_unsent_sql() -> String {
+    format!("SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND {UNSENT} ORDER BY m.rowid DESC LIMIT ?2")
+}
+
+/// A conversation's messages below a sequence number, newest first (`messages_by_conversation`).
+fn page_by_seq_sql() -> String {
+    format!("SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC, m.rowid DESC LIMIT ?3")
 }
 
 /// Removes a message that never reached the server (cancel).
@@ -794,10 +800,8 @@ mod tests {
         let last = conversations::get(&conn, "c").unwrap().unwrap().last_message.unwrap();
         assert_eq!(last.client_id, "p2", "the newest by sequence once no echo is left");
         for sql in [
-            format!("SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND {UNSENT} ORDER BY m.rowid DESC LIMIT ?2"),
-            format!(
-                "SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC, m.rowid DESC LIMIT ?3"
-            ),
+            page_unsent_sql(),
+            page_by_seq_sql(),
             "SELECT server_id FROM messages WHERE conversation_id = ?1 AND seq = ?2 LIMIT 1".into(),
             "SELECT rowid FROM messages WHERE server_id = ?1".into(),
         ] {

@@ -81,8 +81,10 @@ ALTER TABLE conversations DROP COLUMN last_message;
     // v7: the indexes that order and identify messages leave out the unsent ones (no server id
     // and no seq, the only rows without them), which the outbox index finds per conversation
     // instead. A send writes two index entries instead of four, and its ack adds two and deletes
-    // one instead of moving two and deleting one. The server id's uniqueness was a column constraint, so the table is rebuilt
-    // (rowids kept: conversations name their last message by rowid).
+    // one instead of moving two and deleting one. A query of a conversation's messages must name
+    // `seq` (or the outbox's condition) to read through an index. The server id's uniqueness was
+    // a column constraint, so the table is rebuilt (rowids kept: conversations name their last
+    // message by rowid).
     r#"
 CREATE TABLE messages_v7 (
     rowid             INTEGER PRIMARY KEY,
