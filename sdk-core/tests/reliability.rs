@@ -248,18 +248,7 @@ async fn history_pages_from_the_server_without_gaps_or_duplicates() {
     // A third device that never synced this conversation pages purely from the server.
     let alice2 = logged_in(&url, "alice", "desktop", None).await;
     let conversation = alice2.create_direct("bob").await.unwrap();
-    let mut texts = vec![];
-    let mut before = None;
-    loop {
-        let page = alice2.messages(&conversation.id, before, 25).await.unwrap();
-        texts.extend(page.messages.iter().map(|m| m.body.preview()));
-        if !page.has_more {
-            break;
-        }
-        before = page.next_before_seq;
-    }
-    texts.reverse();
-    assert_eq!(texts, expected);
+    assert_eq!(paged_texts(&alice2, &conversation.id, 25).await.0, expected);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{PASSWORD, WAIT, all_texts, eventually, temp_store, wait_for, wait_present, wait_state};
+use common::{PASSWORD, WAIT, all_texts, eventually, paged_texts, temp_store, wait_for, wait_present, wait_state};
 use missive::transport::xmpp::{XmppConfig, XmppTransport};
 use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Error, Event, HeartbeatConfig, MessageState, Presence};
 use missive_testkit::xmpp::{DOMAIN, ServerKind, XmppServer};
@@ -201,36 +201,14 @@ async fn a_fresh_device_syncs_the_newest_and_pages_back_through_the_archive(kind
     assert_eq!(c.last_message.unwrap().body, missive::Body::Text("h59".into()));
     // ...and pages back through the server's archive (XEP-0313) when the app scrolls.
     let expected: Vec<String> = (0..60).map(|i| format!("h{i}")).collect();
-    let mut texts = vec![];
-    let mut before = None;
-    let mut pages = 0;
-    loop {
-        let page = tablet.messages(&jid("alice"), before, 15).await.unwrap();
-        pages += 1;
-        texts.extend(page.messages.iter().map(|m| m.body.preview()));
-        if !page.has_more {
-            break;
-        }
-        before = page.next_before_seq;
-    }
-    texts.reverse();
+    let (texts, pages) = paged_texts(&tablet, &jid("alice"), 15).await;
     assert_eq!(texts, expected);
     assert!((4..=6).contains(&pages), "{pages} pages of 15 for 60 messages");
     // The server said there is nothing older: paging through again is served from the cache
     // alone, the short last page included.
     let queries = transport.stats().history_queries;
     assert!(queries >= 1);
-    let (mut again, mut before) = (vec![], None);
-    loop {
-        let page = tablet.messages(&jid("alice"), before, 15).await.unwrap();
-        again.extend(page.messages.iter().map(|m| m.body.preview()));
-        if !page.has_more {
-            break;
-        }
-        before = page.next_before_seq;
-    }
-    again.reverse();
-    assert_eq!(again, expected);
+    assert_eq!(paged_texts(&tablet, &jid("alice"), 15).await.0, expected);
     assert_eq!(transport.stats().history_queries, queries, "no archive query for history the cache holds whole");
     // The sender's own second device sees its sent messages too (its archive holds them).
     let laptop = open(&url, None, "laptop").await;

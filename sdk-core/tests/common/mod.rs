@@ -146,10 +146,16 @@ where
 
 /// Texts of every message in a conversation, oldest first, paging through the client's API.
 pub async fn all_texts(client: &Client, conversation: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut before = None;
+    paged_texts(client, conversation, 200).await.0
+}
+
+/// Every message's text, oldest first, read through `Client::messages` in pages of `size` from
+/// the newest back; and how many pages that took.
+pub async fn paged_texts(client: &Client, conversation: &str, size: u32) -> (Vec<String>, usize) {
+    let (mut out, mut before, mut pages) = (vec![], None, 0);
     loop {
-        let page = client.messages(conversation, before, 200).await.expect("page");
+        let page = client.messages(conversation, before, size).await.expect("page");
+        pages += 1;
         out.extend(page.messages.iter().map(|m| m.body.preview()));
         if !page.has_more {
             break;
@@ -157,7 +163,7 @@ pub async fn all_texts(client: &Client, conversation: &str) -> Vec<String> {
         before = page.next_before_seq;
     }
     out.reverse();
-    out
+    (out, pages)
 }
 
 pub fn temp_store(dir: &tempfile::TempDir, name: &str) -> PathBuf {
