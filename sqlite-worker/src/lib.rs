@@ -38,8 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 /// Log frames (pages) that wake the background checkpointer (about 8 MiB of 4 KiB pages; twice
-/// SQLite's default, which made the checkpoints' copying and syncing cost more than the writes
-/// saved in send_ack).
+/// SQLite's default: a page that a burst rewrites in every commit is copied once per checkpoint).
 const CHECKPOINT_FRAMES: i32 = 2000;
 /// Log frames past which the writer checkpoints itself (about 32 MiB).
 pub const WAL_BACKSTOP_FRAMES: i32 = 8000;
