@@ -127,12 +127,13 @@ pub fn set_history_complete(conn: &Connection, conversation: &str) -> Result<()>
 
 /// Recomputes the last message after a local echo was removed.
 pub fn refresh_last_message(conn: &Connection, conversation: &str) -> Result<()> {
-    conn.prepare_cached(
+    let unsent = super::messages::UNSENT;
+    conn.prepare_cached(&format!(
         "UPDATE conversations SET last_rowid = coalesce(
-             (SELECT rowid FROM messages WHERE conversation_id = ?1 AND outgoing = 1 AND server_id IS NULL ORDER BY rowid DESC LIMIT 1),
+             (SELECT rowid FROM messages WHERE conversation_id = ?1 AND {unsent} ORDER BY rowid DESC LIMIT 1),
              (SELECT rowid FROM messages WHERE conversation_id = ?1 AND seq IS NOT NULL ORDER BY seq DESC, rowid DESC LIMIT 1))
-         WHERE id = ?1",
-    )?
+         WHERE id = ?1"
+    ))?
     .execute([conversation])?;
     Ok(())
 }

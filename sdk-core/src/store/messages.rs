@@ -55,7 +55,7 @@ fn require(conn: &Connection, id: &str) -> Result<Message> {
 }
 
 /// The outbox: our messages the server has not acknowledged (`messages_unsent`, a partial index).
-const UNSENT: &str = "outgoing = 1 AND server_id IS NULL";
+pub(crate) const UNSENT: &str = "outgoing = 1 AND server_id IS NULL";
 
 /// Commits a local echo, which puts it in the outbox. Returns the message and its creation
 /// order, or `NotFound` (with nothing written) if the conversation does not exist.
