@@ -87,38 +87,38 @@ impl Cursor {
 }
 
 /// Parses an XEP-0082 date-time (`2026-11-27T01:48:03.600808Z`, `...+02:00`) into microseconds
-/// since the Unix epoch.
+/// since the Unix epoch. Works on bytes and never slices a string by offsets: a stamp comes
+/// from the server (or from whatever it forwards) and may hold any characters.
 pub fn parse_stamp(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let mut rest = &s[19..];
+    let mut rest = &b[19..];
     let mut micros = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let count = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if count == 0 {
             return None;
         }
-        let mut padded: String = frac[..digits].chars().take(6).collect();
-        while padded.len() < 6 {
-            padded.push('0');
-        }
-        micros = padded.parse().ok()?;
-        rest = &frac[digits..];
+        // Microseconds: the first six digits, padded with zeros; finer digits are dropped.
+        let kept = &frac[..count.min(6)];
+        micros = digits(kept)? * 10i64.pow(6 - kept.len() as u32);
+        rest = &frac[count..];
     }
     let offset_s = match rest {
-        "Z" => 0,
-        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) && &r[3..4] == ":" => {
-            let h: i64 = r[1..3].parse().ok()?;
-            let m: i64 = r[4..6].parse().ok()?;
-            let sign = if r.starts_with('-') { -1 } else { 1 };
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let sign = if *sign == b'-' { -1 } else { 1 };
             sign * (h * 3600 + m * 60)
         }
         _ => return None,
@@ -133,6 +133,14 @@ pub fn parse_stamp(s: &str) -> Option<u64> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
     u64::try_from(secs * 1_000_000 + micros).ok()
+}
+
+/// A run of ASCII digits as a number; `None` for anything else (signs included).
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    b.iter().try_fold(0i64, |n, d| n.checked_mul(10)?.checked_add(i64::from(d - b'0')))
 }
 
 /// Microseconds since the epoch as an XEP-0082 date-time.
@@ -164,7 +172,22 @@ mod tests {
         assert_eq!(parse_stamp("2026-11-27T01:48:03.600808Z"), Some(1_795_744_083_600_808));
         assert_eq!(parse_stamp("2026-11-27T01:48:53Z"), Some(1_795_744_133_000_000));
         assert_eq!(parse_stamp("2026-11-27T03:48:53.5+02:00"), Some(1_795_744_133_500_000));
-        for bad in ["", "2026-11-27", "2026-13-27T01:48:53Z", "2026-11-27T01:48:53", "2026-11-27T01:48:53.Z", "xxxx-11-27T01:48:53Z"] {
+        for bad in [
+            "",
+            "2026-11-27",
+            "2026-13-27T01:48:53Z",
+            "2026-11-27T01:48:53",
+            "2026-11-27T01:48:53.Z",
+            "xxxx-11-27T01:48:53Z",
+            "+026-11-27T01:48:53Z",
+            "2026-11-27T01:48:53+2:000",
+            "2026-11-27T01:48:53+25:00",
+            // Found by `cargo xtask fuzz 300` (the `stored` target): a multi-byte character where
+            // the time zone's colon is expected panicked at a char boundary.
+            "2026-11-27T01:48:01.6-+\u{23c}03",
+            "2026-11-27T01:48:01\u{e9}+02:00",
+            "2026-11-27T01:48:01.6\u{1f600}",
+        ] {
             assert_eq!(parse_stamp(bad), None, "{bad}");
         }
     }
