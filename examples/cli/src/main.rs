@@ -75,6 +75,15 @@ async fn main() {
     std::process::exit(code)
 }
 
+/// The account the CLI signs in as, as the SDK names it: over XMPP a bare name is a JID on the
+/// given domain (`alice` is `alice@localhost`).
+fn account(args: &Args) -> String {
+    match &args.xmpp {
+        Some(domain) if !args.user.contains('@') => format!("{}@{domain}", args.user),
+        _ => args.user.clone(),
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let store = args.store.clone().unwrap_or_else(|| PathBuf::from(format!("{}.missive.db", args.user)));
     let config = match &args.xmpp {
@@ -96,7 +105,7 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = timeout(STARTUP_WAIT, caught_up).await;
     }
     drop(events);
-    let me = args.user.clone();
+    let me = account(&args);
     println!("-- {me} on {} (store {}); /help for commands", args.server, store.display());
     let current = Current::default();
     let printer = tokio::spawn(display::print_events(client.clone(), me.clone(), current.clone(), client.subscribe()));
@@ -118,7 +127,7 @@ async fn sign_in(client: &Client, args: &Args, store: &Path) -> Result<(), Strin
     match client.username().await.map_err(sdk)? {
         None if args.register => client.register(&args.user, password()?).await.map_err(sdk),
         None => client.login(&args.user, password()?).await.map_err(sdk),
-        Some(owner) if owner != args.user => {
+        Some(owner) if owner != account(args) => {
             Err(format!("error: the store {} belongs to {owner}; choose another with --store", store.display()))
         }
         Some(_) => {

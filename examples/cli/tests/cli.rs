@@ -161,5 +161,13 @@ async fn over_xmpp_the_cli_talks_to_a_real_prosody() {
     .expect("bob receives a message");
     assert_eq!(received.sender, "alice@localhost");
     assert_eq!(received.body, Body::Text("hello over xmpp".into()));
+    // A second start on the same store, as `--user alice` (the store knows alice@localhost),
+    // resumes the session; the 1:1 conversation is labelled with bob alone.
+    let again = ["--server", url.as_str(), "--xmpp", "localhost", "--user", "alice", "--store", store.to_str().unwrap()];
+    let out = cli(&again, None, "/list\n/quit\n").await;
+    let shown = show(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(!shown.contains("belongs to"), "{shown}");
+    assert!(shown.contains("bob@localhost  bob@localhost [dm]"), "labelled with the peer alone: {shown}");
     bob.shutdown().await;
 }
