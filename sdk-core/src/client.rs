@@ -441,8 +441,17 @@ impl Client {
                     self.inner
                         .store
                         .call(move |c| {
-                            let older = history.messages.into_iter().filter(|m| oldest_cached.is_none_or(|oldest| m.seq < oldest));
-                            messages::apply_remote_run(c, &me, older.map(|m| (m, conv.kind)).collect())?;
+                            let older = if dense {
+                                history.messages
+                            } else {
+                                messages::stitch_older(c, &conversation_id, history.messages, oldest_cached)?
+                            };
+                            // History, not delivery: no receipt is owed for what is paged back.
+                            let older = older.into_iter().map(|mut m| {
+                                m.receipts.delivery = false;
+                                (m, conv.kind)
+                            });
+                            messages::apply_remote_run(c, &me, older.collect())?;
                             if !server_has_more {
                                 conversations::set_history_complete(c, &conversation_id)?;
                             }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use missive::transport::native::NativeTransport;
-use missive::transport::{Auth, BoxFuture, Incoming, Link, Transport, TransportError};
+use missive::transport::{Auth, BoxFuture, Incoming, Link, Outgoing, Transport, TransportError};
 use missive::{Client, ConnectionState, Event, MessageState};
 use missive_testkit::{FaultConfig, FaultProxy};
 
@@ -156,6 +156,66 @@ async fn a_lost_ack_is_resent_with_the_same_id_and_delivered_once() {
     let second = alice.send_text(&dm.id, "and then this").await.unwrap();
     wait_present(&bob, &mut bob_events, &second.id).await;
     assert_eq!(all_texts(&bob, &dm.id).await, vec!["exactly once", "and then this"]);
+}
+
+/// A transport with bugs: its link task panics at the first message the engine hands it (as a
+/// parser panicking on server input would), and the connect after that panics too (it runs on
+/// the engine's own task).
+struct Panicking {
+    inner: NativeTransport,
+    link_panicked: Arc<AtomicBool>,
+    connect_panicked: Arc<AtomicBool>,
+}
+
+impl Transport for Panicking {
+    fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>> {
+        let connecting = self.inner.connect(auth);
+        let (link_panicked, connect_panicked) = (self.link_panicked.clone(), self.connect_panicked.clone());
+        Box::pin(async move {
+            if link_panicked.load(Ordering::SeqCst) && !connect_panicked.swap(true, Ordering::SeqCst) {
+                panic!("provoked: a panic in connect");
+            }
+            let mut link = connecting.await?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let downstream = std::mem::replace(&mut link.outgoing, tx);
+            tokio::spawn(async move {
+                while let Some(item) = rx.recv().await {
+                    if matches!(item, Outgoing::Send { .. }) && !link_panicked.swap(true, Ordering::SeqCst) {
+                        panic!("provoked: a panic in the link task");
+                    }
+                    if downstream.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(link)
+        })
+    }
+}
+
+/// A panic in a link task, then one in the engine's own task (a connect), is a lost link and a
+/// restart, never a dead client: the message in flight is sent after the reconnect, once.
+#[tokio::test]
+async fn panics_in_the_link_and_the_engine_become_reconnects() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    registered(&url, "alice").await.shutdown().await;
+    let bob = registered(&url, "bob").await;
+    let (link_panicked, connect_panicked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let transport =
+        Arc::new(Panicking { inner: NativeTransport::new(url.clone()), link_panicked: link_panicked.clone(), connect_panicked: connect_panicked.clone() });
+    let alice = Client::open(config(&url).device_id("laptop").with_transport_of(transport)).await.unwrap();
+    alice.login("alice", PASSWORD).await.unwrap();
+    let dm = alice.create_direct("bob").await.unwrap();
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    let first = alice.send_text(&dm.id, "through two panics").await.unwrap();
+    wait_state(&alice, &mut alice_events, &first.id, MessageState::Sent).await;
+    assert!(link_panicked.load(Ordering::SeqCst) && connect_panicked.load(Ordering::SeqCst), "both panics happened");
+    let second = alice.send_text(&dm.id, "and after them").await.unwrap();
+    wait_present(&bob, &mut bob_events, &second.id).await;
+    assert_eq!(all_texts(&bob, &dm.id).await, vec!["through two panics", "and after them"]);
+    assert_eq!(alice.connection_state(), ConnectionState::Connected);
 }
 
 trait WithTransport {

@@ -7,43 +7,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::xmpp::{jid, open, registered, with_transport};
 use common::{PASSWORD, WAIT, all_texts, eventually, paged_texts, temp_store, wait_for, wait_present, wait_state};
 use missive::transport::xmpp::{XmppConfig, XmppTransport};
-use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Error, Event, HeartbeatConfig, MessageState, Presence};
+use missive::{Client, ConnectionState, Error, Event, MessageState, Presence};
 use missive_testkit::xmpp::{DOMAIN, ServerKind, XmppServer};
 use missive_testkit::{FaultConfig, FaultProxy};
-
-fn config(url: &str) -> ClientConfig {
-    with_transport(XmppTransport::new(XmppConfig::new(url, DOMAIN)))
-}
-
-fn with_transport(transport: XmppTransport) -> ClientConfig {
-    if std::env::var("RUST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-    }
-    ClientConfig::with_transport(Arc::new(transport))
-        .backoff(BackoffConfig { base: Duration::from_millis(20), cap: Duration::from_millis(400), reset_after: Duration::from_secs(60) })
-        .heartbeat(HeartbeatConfig { interval: Duration::from_millis(500), timeout: Duration::from_secs(3) })
-        .seed(7)
-}
-
-async fn open(url: &str, store: Option<&Path>, device: &str) -> Client {
-    let mut c = config(url).device_id(device);
-    if let Some(path) = store {
-        c = c.store_path(path);
-    }
-    Client::open(c).await.expect("client opens")
-}
-
-async fn registered(url: &str, name: &str, store: Option<&Path>) -> Client {
-    let c = open(url, store, "phone").await;
-    c.register(name, PASSWORD).await.expect("register");
-    c
-}
 
 /// The texts of a conversation, oldest first; none while the conversation is not there yet.
 async fn texts(client: &Client, conversation: &str) -> Vec<String> {
@@ -53,9 +24,6 @@ async fn texts(client: &Client, conversation: &str) -> Vec<String> {
     }
 }
 
-fn jid(name: &str) -> String {
-    format!("{name}@{DOMAIN}")
-}
 
 async fn accounts_register_login_and_refuse_a_wrong_password(kind: ServerKind) {
     let server = XmppServer::start(kind);
@@ -86,8 +54,14 @@ async fn one_to_one_messages_with_delivery_and_read_receipts(kind: ServerKind) {
     assert_eq!(got.body, missive::Body::Text("hello bob <&> 😀".into()));
     assert_eq!(got.sender, jid("alice"));
     assert_eq!(got.conversation_id, jid("alice"));
-    let delivered = wait_state(&alice, &mut alice_events, &sent.id, MessageState::Delivered).await;
-    assert!(delivered.seq.is_some() && delivered.server_id.is_some());
+    wait_state(&alice, &mut alice_events, &sent.id, MessageState::Delivered).await;
+    // Bob's receipt may come before alice's archive confirms her message: the confirmation
+    // still gives it its place, and the receipt's state stays.
+    eventually("alice's message confirmed by her archive", || async {
+        let m = alice.message(&sent.id).await.unwrap().unwrap();
+        m.seq.is_some() && m.server_id.is_some() && m.state == MessageState::Delivered
+    })
+    .await;
     let reply = bob.send_text(&jid("alice"), "hi alice").await.unwrap();
     wait_present(&alice, &mut alice_events, &reply.id).await;
     bob.mark_read(&jid("alice")).await.unwrap();
@@ -196,8 +170,9 @@ async fn a_fresh_device_syncs_the_newest_and_pages_back_through_the_archive(kind
     tablet.login("bob", PASSWORD).await.unwrap();
     assert!(tablet.wait_caught_up(WAIT).await);
     let c = tablet.conversation(&jid("alice")).await.unwrap().unwrap();
-    // (Ten archive entries: messages, and the receipts bob's phone sent, archived too.)
-    assert!((1..=10).contains(&c.unread_count), "only the newest 10 entries were synced: {}", c.unread_count);
+    // (Archive entries are messages and the receipts bob's phone sent, archived too: the first
+    // read goes back until it has 10 messages, a page of entries at a time.)
+    assert!((10..60).contains(&c.unread_count), "only the newest messages were synced: {}", c.unread_count);
     assert_eq!(c.last_message.unwrap().body, missive::Body::Text("h59".into()));
     // ...and pages back through the server's archive (XEP-0313) when the app scrolls.
     let expected: Vec<String> = (0..60).map(|i| format!("h{i}")).collect();

@@ -48,6 +48,37 @@ enum Fault {
     ResumeWithStaleResults,
     /// Behaves, then drops the socket once the client sent a message.
     DropAfterMessage,
+    /// Serves an archive entry whose `<delay stamp>` holds a multi-byte character where the time
+    /// zone's colon should be (found by fuzzing: it panicked the link), then a good one.
+    HostileStamp,
+    /// Serves the same archive id in the account's archive (a 1:1 message) and in a group's (a
+    /// group message), as ejabberd can (its ids are microsecond stamps).
+    CollidingIds,
+}
+
+/// A XEP-0313 result of the query `query` with archive id `id`, stamped `stamp`.
+fn archived(query: &str, id: &str, stamp: &str, inner: &str) -> String {
+    format!(
+        "<message xmlns='jabber:client' to='alice@localhost/phone'><result xmlns='urn:xmpp:mam:2' queryid='{query}' id='{id}'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>{inner}</forwarded></result></message>"
+    )
+}
+
+/// What a scripted archive holds for a fault, by archive (`None`: the account's own), once.
+fn scripted_archive(fault: Fault, query: &str, room: Option<&str>) -> Vec<String> {
+    match (fault, room) {
+        (Fault::HostileStamp, None) => vec![
+            archived(query, "h1", "2026-11-27T01:48:01.6-+\u{23c}03", "<message xmlns='jabber:client' from='bob@localhost/x' to='alice@localhost' type='chat' id='b1'><body>badly stamped</body></message>"),
+            archived(query, "h2", "2026-11-27T01:48:02Z", "<message xmlns='jabber:client' from='bob@localhost/x' to='alice@localhost' type='chat' id='b2'><body>after the bad stamp</body></message>"),
+        ],
+        (Fault::CollidingIds, None) => vec![
+            archived(query, "41", "2026-11-27T01:48:01.000001Z", "<message xmlns='jabber:client' from='g@conference.localhost' to='alice@localhost'><x xmlns='http://jabber.org/protocol/muc#user'><invite from='bob@localhost/x'><reason>Trip</reason></invite></x></message>"),
+            archived(query, "42", "2026-11-27T01:48:01.000042Z", "<message xmlns='jabber:client' from='bob@localhost/x' to='alice@localhost' type='chat' id='d1'><body>direct 42</body></message>"),
+        ],
+        (Fault::CollidingIds, Some(_)) => vec![
+            archived(query, "42", "2026-11-27T01:48:01.000042Z", "<message xmlns='jabber:client' from='g@conference.localhost/bob@localhost' type='groupchat' id='g1'><body>group 42</body></message>"),
+        ],
+        _ => vec![],
+    }
 }
 
 #[derive(Default)]
@@ -173,10 +204,17 @@ async fn serve(mut ws: Ws, n: usize, fault: Fault, seen: Arc<Mutex<Seen>>) -> Op
         }
     }
     let mut faulted = false;
+    let mut scripted = std::collections::HashSet::new();
     loop {
         let frame = recv(&mut ws, n, &seen).await?;
         if frame.starts_with("<iq") && frame.contains("urn:xmpp:mam:2") {
             let id = id_of(&frame);
+            let room = frame.contains("to='g@conference.localhost'").then_some("g@conference.localhost");
+            if scripted.insert(room) {
+                for result in scripted_archive(fault, &id, room) {
+                    send(&mut ws, &result).await?;
+                }
+            }
             if fault == Fault::ResumeWithStaleResults && !faulted {
                 faulted = true;
                 let earlier: Vec<String> = seen
@@ -210,7 +248,12 @@ async fn serve(mut ws: Ws, n: usize, fault: Fault, seen: Arc<Mutex<Seen>>) -> Op
         }
         faulted = true;
         match fault {
-            Fault::None | Fault::MalformedHandshake | Fault::Redirect(_) | Fault::ResumeWithStaleResults => {}
+            Fault::None
+            | Fault::MalformedHandshake
+            | Fault::Redirect(_)
+            | Fault::ResumeWithStaleResults
+            | Fault::HostileStamp
+            | Fault::CollidingIds => {}
             Fault::DropAfterMessage => return None,
             Fault::MalformedXml => send(&mut ws, "<message xmlns='jabber:client'><body>unclosed</message>").await?,
             Fault::UnknownThings => {
@@ -338,6 +381,39 @@ async fn unknown_elements_and_requests_are_ignored_or_refused_politely() {
     eventually("the second message", || async { fake.all_frames().iter().any(|f| f.contains("still here")) }).await;
     assert_eq!(fake.connections(), 1);
     assert_eq!(client.connection_state(), ConnectionState::Connected);
+}
+
+/// A stamp the fuzzer found (a multi-byte character in the time zone) once panicked the link,
+/// which died and came back to the same entry: the entry is skipped, the next one is stored, and
+/// the stream stays up.
+#[tokio::test]
+async fn a_hostile_archive_stamp_is_skipped_not_a_panic() {
+    let fake = Fake::start(vec![Fault::HostileStamp]).await;
+    let client = Client::open(client_config(&fake.url())).await.unwrap();
+    client.login("alice", PASSWORD).await.unwrap();
+    assert!(client.wait_caught_up(WAIT).await);
+    let texts: Vec<String> = client.messages("bob@localhost", None, 10).await.unwrap().messages.iter().map(|m| m.body.preview()).collect();
+    assert_eq!(texts, ["after the bad stamp"]);
+    assert_eq!((fake.connections(), client.connection_state()), (1, ConnectionState::Connected));
+}
+
+/// An archive id is unique in its archive only: the account's archive and a group's may hold
+/// the same one (ejabberd's ids are microsecond stamps). Both messages are kept.
+#[tokio::test]
+async fn the_same_archive_id_in_two_archives_is_two_messages() {
+    let fake = Fake::start(vec![Fault::CollidingIds]).await;
+    let client = Client::open(client_config(&fake.url())).await.unwrap();
+    client.login("alice", PASSWORD).await.unwrap();
+    assert!(client.wait_caught_up(WAIT).await);
+    let texts = |c: &'static str| {
+        let client = client.clone();
+        async move { client.messages(c, None, 10).await.unwrap().messages.iter().map(|m| m.body.preview()).collect::<Vec<_>>() }
+    };
+    eventually("both messages", || async {
+        client.conversation("g@conference.localhost").await.unwrap().is_some() && texts("g@conference.localhost").await == ["group 42"]
+    })
+    .await;
+    assert_eq!(texts("bob@localhost").await, ["direct 42"]);
 }
 
 #[tokio::test]

@@ -3,10 +3,11 @@
 //
 //   node peer.mjs --service ws://127.0.0.1:PORT/xmpp-websocket --domain localhost \
 //                 --username carol --password secret [--register] [--resource R]
-//                 [--timeout MS] [--mechanism SCRAM-SHA-1|PLAIN] [--debug]
+//                 [--timeout MS] [--mechanism SCRAM-SHA-1|PLAIN] [--debug] [--no-receipts]
 //
 // stdout: one JSON object per line (events). stderr: diagnostics (raw XML with --debug).
-// stdin:  one JSON command per line: {"cmd":"send",...} | {"cmd":"quit"}. EOF on stdin = quit.
+// stdin:  one JSON command per line: {"cmd":"send",...} | {"cmd":"raw","xml":"..."} |
+//         {"cmd":"burst",...} | {"cmd":"quit"}. EOF on stdin = quit.
 // See README.md for the full protocol.
 
 import { parseArgs } from "node:util";
@@ -23,6 +24,7 @@ globalThis.WebSocket = WS;
 const NS_REGISTER = "jabber:iq:register";
 const NS_RECEIPTS = "urn:xmpp:receipts";
 const NS_SID = "urn:xmpp:sid:0";
+const NS_MARKERS = "urn:xmpp:chat-markers:0";
 
 // ---------------------------------------------------------------------------- output
 function emit(obj) {
@@ -69,6 +71,7 @@ try {
       timeout: { type: "string", default: "20000" },
       mechanism: { type: "string" },
       debug: { type: "boolean", default: false },
+      "no-receipts": { type: "boolean", default: false },
     },
     strict: true,
   }));
@@ -188,6 +191,13 @@ if (xmpp) {
   });
 
   xmpp.on("stanza", (stanza) => {
+    if (stanza.is("presence")) {
+      // MUC status codes tell, e.g., that a join went through (110: this is our own presence).
+      const x = stanza.getChild("x", "http://jabber.org/protocol/muc#user");
+      const codes = x ? x.getChildren("status").map((s) => s.attrs.code) : [];
+      emit({ event: "presence", from: stanza.attrs.from ?? null, type: stanza.attrs.type ?? null, codes });
+      return;
+    }
     if (!stanza.is("message")) return;
     const from = stanza.attrs.from ?? null;
     const id = stanza.attrs.id ?? null;
@@ -202,17 +212,25 @@ if (xmpp) {
 
     const received = stanza.getChild("received", NS_RECEIPTS);
     if (received) emit({ event: "receipt", from, id: received.attrs.id ?? null });
+    // XEP-0333 chat markers
+    for (const kind of ["received", "displayed", "acknowledged"]) {
+      const marker = stanza.getChild(kind, NS_MARKERS);
+      if (marker) emit({ event: "marker", kind, from, type, id: marker.attrs.id ?? null });
+    }
 
     const body = stanza.getChildText("body");
     if (body !== null) {
       const originId = stanza.getChild("origin-id", NS_SID)?.attrs.id ?? null;
       // XEP-0203 delay stamp (e.g. offline storage replay), null for live messages
       const delay = stanza.getChild("delay", "urn:xmpp:delay")?.attrs.stamp ?? null;
-      emit({ event: "message", from, type, id, body, origin_id: originId, delay });
+      const stanzaId = stanza.getChild("stanza-id", NS_SID)?.attrs.id ?? null;
+      const markable = stanza.getChild("markable", NS_MARKERS) !== undefined;
+      emit({ event: "message", from, type, id, body, origin_id: originId, delay, stanza_id: stanzaId, markable });
     }
 
-    // XEP-0184: acknowledge when asked (only for messages with an id, never for errors)
-    if (stanza.getChild("request", NS_RECEIPTS) && id && from) {
+    // XEP-0184: acknowledge when asked (only for messages with an id, never for errors), unless
+    // told not to (--no-receipts)
+    if (!opts["no-receipts"] && stanza.getChild("request", NS_RECEIPTS) && id && from) {
       const ack = xml(
         "message",
         { to: from, id: `rcpt-${randomUUID()}`, ...(type === "chat" ? { type: "chat" } : {}) },
@@ -289,6 +307,17 @@ async function handle(line) {
       }
       await xmpp.iqCaller.request(xml("iq", { type: "get", to: opts.domain }, xml("ping", { xmlns: "urn:xmpp:ping" })), 120_000);
       emit({ event: "burst_done", count: cmd.count, ms: Math.round(performance.now() - t0) });
+      return;
+    }
+    case "raw": {
+      // {"cmd":"raw","xml":"<message .../>"}: any stanza, written as it is (one WebSocket frame),
+      // to act as clients that do not behave like this library (no id, reused ids, ...).
+      if (typeof cmd.xml !== "string") {
+        emit({ event: "error", message: "raw needs \"xml\"" });
+        return;
+      }
+      await xmpp.write(cmd.xml);
+      emit({ event: "sent_raw" });
       return;
     }
     case "quit":

@@ -72,6 +72,19 @@ impl ThirdPartyPeer {
         register: bool,
         mechanism: Option<&str>,
     ) -> ThirdPartyPeer {
+        Self::start_with(service, domain, username, password, register, mechanism, &[]).await
+    }
+
+    /// [`ThirdPartyPeer::start`] with more options of `peer.mjs` (e.g. `--no-receipts`).
+    pub async fn start_with(
+        service: &str,
+        domain: &str,
+        username: &str,
+        password: &str,
+        register: bool,
+        mechanism: Option<&str>,
+        options: &[&str],
+    ) -> ThirdPartyPeer {
         let dir = install();
         let mut command = tokio::process::Command::new("node");
         command.arg(dir.join("peer.mjs")).args(["--service", service, "--domain", domain, "--username", username, "--password", password]);
@@ -81,6 +94,7 @@ impl ThirdPartyPeer {
         if let Some(m) = mechanism {
             command.args(["--mechanism", m]);
         }
+        command.args(options);
         if std::env::var_os("MISSIVE_PEER_DEBUG").is_some() {
             command.arg("--debug");
         }
@@ -139,6 +153,21 @@ impl ThirdPartyPeer {
             body: text("body").unwrap_or_default(),
             origin_id: text("origin_id"),
         }
+    }
+
+    /// Writes any stanza as it is, in one frame (e.g. a message without an id, or one reusing an
+    /// id), and waits until it is written.
+    pub async fn send_raw(&mut self, xml: &str) {
+        self.command(serde_json::json!({"cmd": "raw", "xml": xml})).await;
+        self.next_event("sent_raw", Duration::from_secs(10)).await;
+    }
+
+    /// The next event of any kind (an error event panics), or `None` if none comes `within`.
+    pub async fn any_event(&mut self, within: Duration) -> Option<Value> {
+        let line = tokio::time::timeout(within, self.lines.next_line()).await.ok()?.expect("read the peer")?;
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("peer printed {line:?}: {e}"));
+        assert_ne!(event["event"].as_str(), Some("error"), "the peer reported an error: {line}");
+        Some(event)
     }
 
     /// Sends `count` messages as fast as it can and waits until the server handled them all.

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::model::{ConversationKind, ReceiptKind};
 use crate::store::{conversations, messages, settings};
-use crate::transport::{Incoming, MessageRef, RemoteEvent, RemoteEventKind, RemoteMessage};
+use crate::transport::{Incoming, RemoteEvent, RemoteEventKind, RemoteMessage};
 
 /// What one inbound batch did, computed inside the store transaction.
 #[derive(Default)]
@@ -28,7 +28,7 @@ pub(super) struct Applied {
     /// Live events: the last cursor and how many.
     pub live: Option<(String, u64)>,
     /// Newest message received from others, per conversation: to send delivered receipts.
-    pub delivered: Vec<(String, (u64, MessageRef))>,
+    pub delivered: Vec<(String, u64)>,
     pub pause_sends: bool,
 }
 
@@ -41,7 +41,7 @@ struct Batch {
     /// Acknowledgements not applied yet (only one of `run` and `acks` holds anything).
     acks: Vec<messages::Ack>,
     touched: BTreeSet<String>,
-    delivered: BTreeMap<String, (u64, MessageRef)>,
+    delivered: BTreeMap<String, u64>,
 }
 
 impl Batch {
@@ -147,7 +147,7 @@ pub(super) fn apply_batch(conn: &Connection, me: &str, batch: Vec<Incoming>) -> 
             out.events.push(Event::ConversationChanged(c));
         }
     }
-    for (conversation, (seq, _)) in &b.delivered {
+    for (conversation, seq) in &b.delivered {
         conversations::owe_delivered(conn, conversation, *seq)?;
     }
     out.delivered = b.delivered.into_iter().collect();
@@ -178,19 +178,9 @@ fn apply_event(conn: &Connection, me: &str, event: RemoteEvent, b: &mut Batch) -
     if let RemoteEventKind::Message(m) = event.kind {
         if m.sender != me {
             match b.delivered.get_mut(&m.conversation) {
-                Some((seq, reference)) if *seq < m.seq => {
-                    // In place: a page of messages from others reuses one reference's buffers.
-                    *seq = m.seq;
-                    reference.client_id.clone_from(&m.client_id);
-                    match &mut reference.server_id {
-                        Some(server_id) => server_id.clone_from(&m.server_id),
-                        none => *none = Some(m.server_id.clone()),
-                    }
-                }
-                Some(_) => {}
+                Some(seq) => *seq = (*seq).max(m.seq),
                 None => {
-                    let reference = MessageRef { client_id: m.client_id.clone(), server_id: Some(m.server_id.clone()) };
-                    b.delivered.insert(m.conversation.clone(), (m.seq, reference));
+                    b.delivered.insert(m.conversation.clone(), m.seq);
                 }
             }
         }
@@ -205,6 +195,12 @@ fn apply_event(conn: &Connection, me: &str, event: RemoteEvent, b: &mut Batch) -
         RemoteEventKind::Receipt { conversation, user, kind, seq, message } => {
             if conversation.is_empty() {
                 return Ok(()); // an event kind this version does not know
+            }
+            if user == me && kind == ReceiptKind::Delivered {
+                // Another device of ours sent this message's receipt: not owed here any more.
+                if let Some(reference) = &message {
+                    messages::receipt_sent_elsewhere(conn, &conversation, reference)?;
+                }
             }
             let seq = match message {
                 Some(reference) => match messages::seq_of_reference(conn, &conversation, me, &user, &reference)? {

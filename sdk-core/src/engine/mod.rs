@@ -28,10 +28,10 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventSender};
 use crate::model::{Body, ConnectionState, Message, ReceiptKind};
 use crate::store::{Store, conversations, messages, settings};
-use crate::transport::{Auth, Incoming, Link, MessageRef, Outgoing, Request, TransportError};
+use crate::transport::{Auth, Incoming, Link, Outgoing, Request, TransportError};
 use connection::{ConnectionMachine, Next};
 use outbox::{ChangeError, Outbox};
-use receipts::DeliveredReceipts;
+use receipts::{DeliveredReceipts, ReceiptsInFlight};
 use sync::{SyncState, SyncStep};
 
 /// Most inbound items applied in one store transaction.
@@ -100,7 +100,18 @@ pub(crate) struct Engine {
     link: Option<LiveLink>,
     /// Delivered receipts held back during a catch-up.
     receipts: DeliveredReceipts,
+    /// Receipts of single messages sent on this link, not confirmed yet.
+    receipts_in_flight: ReceiptsInFlight,
     stopped: bool,
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Whether a command should end the current wait (backoff sleep or connect attempt).
@@ -143,11 +154,38 @@ impl Engine {
             sync: SyncState::new(boot.cursor),
             link: None,
             receipts: DeliveredReceipts::new(std::time::Instant::now()),
+            receipts_in_flight: ReceiptsInFlight::default(),
             stopped: false,
         }
     }
 
+    /// Runs until the client stops. A panic inside the engine (a bug, or a transport whose
+    /// connect panicked: it runs on this task) does not leave a dead client: the engine is
+    /// rebuilt from the store, which holds everything durable (session, cursor, outbox), and
+    /// reconnects. The request that was being handled fails (its caller gets `Error::Stopped`);
+    /// nothing committed is lost.
     pub(crate) async fn run(mut self) {
+        use futures_util::FutureExt as _;
+        // A panic that comes back at once (the same bug on every connect) must not spin.
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match std::panic::AssertUnwindSafe(self.run_until_stopped()).catch_unwind().await {
+                Ok(()) => return,
+                Err(panic) => {
+                    let what = panic_message(panic.as_ref());
+                    tracing::error!(panic = %what, "the engine panicked; restarting it from the store");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                    self = match self.rebuilt_from_store().await {
+                        Some(engine) => engine,
+                        None => return,
+                    };
+                }
+            }
+        }
+    }
+
+    async fn run_until_stopped(&mut self) {
         while !self.stopped {
             if self.link.is_some() {
                 self.run_connected().await;
@@ -155,6 +193,32 @@ impl Engine {
                 self.run_disconnected().await;
             }
         }
+    }
+
+    /// A new engine on the same channels, from what the store holds (after a panic). `None` if
+    /// the store cannot be read: the client then stops.
+    async fn rebuilt_from_store(self) -> Option<Engine> {
+        let boot = self
+            .store
+            .call(|c| {
+                Ok(Boot {
+                    username: settings::get(c, settings::USERNAME)?,
+                    token: settings::get(c, settings::TOKEN)?,
+                    cursor: settings::get(c, settings::CURSOR)?,
+                    outbox: messages::load_outbox(c)?,
+                })
+            })
+            .await;
+        let boot = match boot {
+            Ok(boot) => boot,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the store after a panic; the client stops");
+                return None;
+            }
+        };
+        let Engine { config, store, commands, events, state, caught_up, .. } = self;
+        caught_up.send_replace(false);
+        Some(Engine::new(config, store, boot, commands, events, state, caught_up))
     }
 
     fn publish_state(&self, state: ConnectionState) {
@@ -269,10 +333,10 @@ impl Engine {
                 self.send_link(Outgoing::Request(Request::JoinRoom { conversation: room, reply })).await;
             }
             for (conversation, seq) in deliveries {
-                self.send_receipt(conversation, seq, ReceiptKind::Delivered, None).await;
+                self.send_receipt(conversation, seq, ReceiptKind::Delivered).await;
             }
             for (conversation, seq) in reads {
-                self.send_receipt(conversation, seq, ReceiptKind::Read, None).await;
+                self.send_receipt(conversation, seq, ReceiptKind::Read).await;
             }
         }
     }
@@ -284,6 +348,7 @@ impl Engine {
         tracing::debug!(why, "link dropped");
         // Still owed in the store: the next link sends them.
         self.receipts.clear();
+        self.receipts_in_flight.clear();
         self.caught_up.send_replace(false);
         self.outbox.on_disconnect();
         self.sync.on_disconnected();
@@ -318,34 +383,49 @@ impl Engine {
     }
 
     /// Sends a delivered (or read) receipt for messages up to `seq`; the store owes it until
-    /// the server's answer, and it is sent again on every new link until then.
-    async fn send_receipt(&mut self, conversation: String, seq: u64, kind: ReceiptKind, message: Option<MessageRef>) {
+    /// the server's answer, and it is sent again on every new link until then. For a transport
+    /// whose receipts name messages, the store says which: the newest a marker may name, and
+    /// (delivered) those whose senders asked for a receipt of their own.
+    async fn send_receipt(&mut self, conversation: String, seq: u64, kind: ReceiptKind) {
         let (reply, answer) = oneshot::channel();
-        let message = match message {
-            Some(m) => Some(m),
-            None => {
-                let lookup = conversation.clone();
-                self.store.call(move |c| messages::reference_at(c, &lookup, seq)).await.ok().flatten()
-            }
+        let (message, receipts) = if self.config.transport.receipts_name_messages() {
+            let lookup = conversation.clone();
+            let named = self
+                .store
+                .call(move |c| {
+                    let owed = if kind == ReceiptKind::Delivered { messages::owed_receipts(c, &lookup, seq)? } else { Vec::new() };
+                    Ok((messages::reference_at(c, &lookup, seq)?, owed))
+                })
+                .await;
+            let (message, owed) = named.unwrap_or_default();
+            (message, self.receipts_in_flight.to_send(&conversation, owed))
+        } else {
+            (None, Vec::new())
         };
         let conv = conversation.clone();
+        let sent = receipts.clone();
         let request = match kind {
             ReceiptKind::Read => Request::MarkRead { conversation: conv, seq, message, reply },
-            ReceiptKind::Delivered => Request::MarkDelivered { conversation: conv, seq, message, reply },
+            ReceiptKind::Delivered => Request::MarkDelivered { conversation: conv, seq, message, receipts, reply },
         };
         self.send_link(Outgoing::Request(request)).await;
         let store = self.store.clone();
         tokio::spawn(async move {
             if let Ok(Ok(())) = answer.await {
-                let _ = store.call(move |c| conversations::set_receipt_synced(c, kind, &conversation, seq)).await;
+                let _ = store
+                    .call(move |c| {
+                        messages::receipts_sent(c, &conversation, &sent)?;
+                        conversations::set_receipt_synced(c, kind, &conversation, seq)
+                    })
+                    .await;
             }
         });
     }
 
     /// Delivered receipts for what a batch stored, as [`DeliveredReceipts`] decides.
     async fn send_delivered_receipts(&mut self, delivered: Vec<(String, receipts::Due)>, catching_up: bool) {
-        for (conversation, (seq, message)) in self.receipts.on_stored(delivered, catching_up, std::time::Instant::now()) {
-            self.send_receipt(conversation, seq, ReceiptKind::Delivered, Some(message)).await;
+        for (conversation, seq) in self.receipts.on_stored(delivered, catching_up, std::time::Instant::now()) {
+            self.send_receipt(conversation, seq, ReceiptKind::Delivered).await;
         }
     }
 
@@ -441,6 +521,7 @@ impl Engine {
                     let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
                 }
                 self.link = None;
+                self.receipts_in_flight.clear();
                 self.outbox.on_disconnect();
                 self.sync.on_disconnected();
                 self.token = None;
@@ -495,7 +576,7 @@ impl Engine {
             }
             Command::MarkRead { conversation, seq } => {
                 if self.link.is_some() {
-                    self.send_receipt(conversation, seq, ReceiptKind::Read, None).await;
+                    self.send_receipt(conversation, seq, ReceiptKind::Read).await;
                 }
             }
             Command::Hint(hint) => return self.on_hint(hint),
@@ -548,6 +629,7 @@ impl Engine {
     /// Register or log in on a fresh link; on success the session is stored and the link used.
     async fn authenticate(&mut self, auth: Auth) -> Result<String> {
         self.link = None;
+        self.receipts_in_flight.clear();
         self.caught_up.send_replace(false);
         self.outbox.on_disconnect();
         self.sync.on_disconnected();

@@ -1,5 +1,5 @@
-//! Which delivered receipts go out now. Pure: the engine passes the time and sends what it is
-//! told to.
+//! Which delivered receipts go out now, and which receipts of single messages are already on
+//! their way. Pure: the engine passes the time and sends what it is told to.
 //!
 //! Live traffic gets its receipt at once. During a catch-up the newest receipt per conversation
 //! is held back and sent at most every [`RECEIPTS_DURING_CATCH_UP`] and when the catch-up ends,
@@ -15,8 +15,8 @@ use crate::transport::MessageRef;
 /// How often delivered receipts go out while a catch-up is still paging.
 pub const RECEIPTS_DURING_CATCH_UP: Duration = Duration::from_secs(1);
 
-/// A receipt due for a conversation: the newest sequence number delivered and its message.
-pub type Due = (u64, MessageRef);
+/// A receipt due for a conversation: the newest sequence number delivered.
+pub type Due = u64;
 
 #[derive(Debug)]
 pub struct DeliveredReceipts {
@@ -34,7 +34,7 @@ impl DeliveredReceipts {
     pub fn on_stored(&mut self, delivered: Vec<(String, Due)>, catching_up: bool, now: Instant) -> Vec<(String, Due)> {
         for (conversation, due) in delivered {
             match self.held.get(&conversation) {
-                Some((seq, _)) if *seq >= due.0 => {}
+                Some(seq) if *seq >= due => {}
                 _ => {
                     self.held.insert(conversation, due);
                 }
@@ -53,12 +53,54 @@ impl DeliveredReceipts {
     }
 }
 
+/// Receipts of single messages (XMPP: XEP-0184) sent on the current link and not yet
+/// confirmed: the store still owes them until the server has them, so each new delivered
+/// receipt would otherwise send them again. Forgotten with the link (the next one sends what is
+/// still owed); pruned to what the store still owes at each use, so it never outgrows that.
+#[derive(Debug, Default)]
+pub struct ReceiptsInFlight {
+    sent: BTreeMap<String, std::collections::HashSet<String>>,
+}
+
+impl ReceiptsInFlight {
+    /// Of the receipts `owed` in a conversation (all of them, as the store lists them), those
+    /// not sent yet on this link, which are noted as sent.
+    pub fn to_send(&mut self, conversation: &str, owed: Vec<MessageRef>) -> Vec<MessageRef> {
+        let key = |m: &MessageRef| m.server_id.clone().unwrap_or_else(|| m.client_id.clone());
+        let sent = self.sent.entry(conversation.to_owned()).or_default();
+        let still_owed: std::collections::HashSet<String> = owed.iter().map(key).collect();
+        sent.retain(|k| still_owed.contains(k));
+        owed.into_iter().filter(|m| sent.insert(key(m))).collect()
+    }
+
+    /// The link is gone: what was sent on it may not have arrived.
+    pub fn clear(&mut self) {
+        self.sent.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn receipts_in_flight_go_once_per_link_until_confirmed() {
+        let r = |id: &str| MessageRef { client_id: format!("c{id}"), server_id: Some(id.into()) };
+        let ids = |v: Vec<MessageRef>| v.into_iter().map(|m| m.server_id.unwrap()).collect::<Vec<_>>();
+        let mut f = ReceiptsInFlight::default();
+        assert_eq!(ids(f.to_send("a", vec![r("1"), r("2")])), ["1", "2"]);
+        assert_eq!(ids(f.to_send("a", vec![r("1"), r("2"), r("3")])), ["3"], "1 and 2 are on their way");
+        assert_eq!(ids(f.to_send("b", vec![r("1")])), ["1"], "per conversation");
+        // 1 and 2 confirmed (no longer owed), 4 new; then 1 owed again (it cannot be, but if the
+        // store says so, it is sent).
+        assert_eq!(ids(f.to_send("a", vec![r("3"), r("4")])), ["4"]);
+        assert_eq!(ids(f.to_send("a", vec![r("1"), r("3"), r("4")])), ["1"]);
+        f.clear();
+        assert_eq!(ids(f.to_send("a", vec![r("3")])), ["3"], "a new link sends what is still owed");
+    }
+
     fn due(seq: u64) -> Due {
-        (seq, MessageRef { client_id: format!("c{seq}"), server_id: None })
+        seq
     }
 
     #[test]

@@ -195,10 +195,18 @@ fn own_receipt_columns(kind: ReceiptKind) -> (&'static str, &'static str) {
     }
 }
 
-/// This device's receipts (delivered, or read markers) not yet confirmed by the server.
+/// This device's receipts (delivered, or read markers) not yet confirmed by the server;
+/// delivered receipts also where a message's own receipt is still owed.
 pub fn unsynced_receipts(conn: &Connection, kind: ReceiptKind) -> Result<Vec<(String, u64)>> {
     let (seq, synced) = own_receipt_columns(kind);
-    let mut stmt = conn.prepare_cached(&format!("SELECT id, {seq} FROM conversations WHERE {synced} = 0"))?;
+    let owed = match kind {
+        ReceiptKind::Delivered => format!(
+            " OR id IN (SELECT DISTINCT conversation_id FROM messages WHERE receipt_flags & {} != 0)",
+            messages::RECEIPT_OWED
+        ),
+        ReceiptKind::Read => String::new(),
+    };
+    let mut stmt = conn.prepare_cached(&format!("SELECT id, {seq} FROM conversations WHERE {synced} = 0{owed}"))?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<_, _>>()?;
     Ok(rows)
 }

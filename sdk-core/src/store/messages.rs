@@ -1,6 +1,14 @@
-//! Messages and the outbox. A message's local id is `"{sender}:{client_id}"`; (sender, client
-//! id) and the server id are unique, so applying the same remote message twice changes nothing
-//! and raises no second event (exactly once for the app).
+//! Messages and the outbox.
+//!
+//! Identity (DESIGN §3.9): a message from the server is recognised by its server id, unique
+//! within its conversation (a unique index), so applying it twice changes nothing and raises no
+//! second event (exactly once for the app). A message with a stable client id (see
+//! `RemoteMessage`) is stored as `"{sender}:{client_id}"`, the same on the sender's devices and
+//! every recipient's: that id recognises our own echo when the server confirms it, and a
+//! sender's resend (another server id, the same client id and body) as the message already
+//! shown. Any other message (no stable id, or a stable id an earlier message with another body
+//! holds) is stored as `"{conversation}#{server_id}"`: never dropped for the id its sender
+//! chose.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -13,6 +21,35 @@ use crate::wire::{decode_body, encode_body};
 /// The local id of a message.
 pub fn message_id(sender: &str, client_id: &str) -> String {
     format!("{sender}:{client_id}")
+}
+
+/// The local id of a message from the server whose sender's id cannot name it (none, or one
+/// already taken): from what the server guarantees unique.
+pub fn server_keyed_id(m: &RemoteMessage) -> String {
+    format!("{}#{}", m.conversation, m.server_id)
+}
+
+/// The local id a message from the server is stored under, unless it is taken (see the module
+/// header).
+fn preferred_id(m: &RemoteMessage) -> String {
+    if m.stable_client_id && !m.client_id.is_empty() { message_id(&m.sender, &m.client_id) } else { server_keyed_id(m) }
+}
+
+/// `receipt_flags`: no chat marker may name the message (its sender did not make it markable).
+pub(crate) const NO_MARKERS: i64 = 1;
+/// `receipt_flags`: a delivery receipt of its own is owed for the message, not yet confirmed sent.
+pub(crate) const RECEIPT_OWED: i64 = 2;
+
+/// The `receipt_flags` a message from the server is stored with.
+fn receipt_flags(m: &RemoteMessage, me: &str) -> i64 {
+    let mut flags = 0;
+    if !m.receipts.markers {
+        flags |= NO_MARKERS;
+    }
+    if m.receipts.delivery && m.sender != me {
+        flags |= RECEIPT_OWED;
+    }
+    flags
 }
 
 /// Message columns, prefixed with `m.`, in the order `from_row_at` reads them.
@@ -309,11 +346,32 @@ fn insert_chunks(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
 }
 
 fn insert_remote_sql(rows: usize) -> String {
-    let values = vec!["(?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
+    let values = vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
     format!(
-        "INSERT OR IGNORE INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms)
+        "INSERT OR IGNORE INTO messages (id, conversation_id, sender, client_id, server_id, seq, body, state, outgoing, timestamp_ms, receipt_flags, reply_id)
          VALUES {values}"
     )
+}
+
+/// Parameters bound per row of [`insert_remote_sql`].
+const REMOTE_PARAMS: usize = 12;
+
+/// Binds one row of [`insert_remote_sql`] from parameter `at` on.
+fn bind_remote(stmt: &mut rusqlite::Statement<'_>, at: usize, m: &RemoteMessage, id: &str, me: &str) -> rusqlite::Result<()> {
+    let outgoing = m.sender == me;
+    let state = if outgoing { MessageState::Sent } else { MessageState::Delivered };
+    stmt.raw_bind_parameter(at, id)?;
+    stmt.raw_bind_parameter(at + 1, &m.conversation)?;
+    stmt.raw_bind_parameter(at + 2, &m.sender)?;
+    stmt.raw_bind_parameter(at + 3, &m.client_id)?;
+    stmt.raw_bind_parameter(at + 4, &m.server_id)?;
+    stmt.raw_bind_parameter(at + 5, m.seq as i64)?;
+    stmt.raw_bind_parameter(at + 6, encode_body(&m.body))?;
+    stmt.raw_bind_parameter(at + 7, state.code())?;
+    stmt.raw_bind_parameter(at + 8, outgoing)?;
+    stmt.raw_bind_parameter(at + 9, m.server_time_ms)?;
+    stmt.raw_bind_parameter(at + 10, receipt_flags(m, me))?;
+    stmt.raw_bind_parameter(at + 11, &m.reply_id)
 }
 
 /// A conversation's maintained fields, summed over the new messages of a run.
@@ -331,7 +389,7 @@ struct RunTotals {
 /// A conversation not known yet is created with the kind given with its first message. Returns
 /// what each message did, in order (replays did nothing and are left out).
 pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, ConversationKind)>) -> Result<Vec<Applied>> {
-    let ids: Vec<String> = run.iter().map(|(m, _)| message_id(&m.sender, &m.client_id)).collect();
+    let mut ids: Vec<String> = run.iter().map(|(m, _)| preferred_id(m)).collect();
     let mut stored = Vec::with_capacity(run.len());
     for range in insert_chunks(run.len()) {
         stored.extend(insert_chunk(conn, me, &run[range.clone()], &ids[range])?);
@@ -340,19 +398,38 @@ pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, Co
     let mut slots = Vec::with_capacity(run.len());
     let mut acks = Vec::new();
     let mut totals: std::collections::HashMap<String, RunTotals> = std::collections::HashMap::new();
-    for (((m, kind), id), stored) in run.into_iter().zip(ids).zip(stored) {
+    // Our echoes this run confirms, with the server id confirming each: a second message with
+    // the same client id and another server id is another message.
+    let mut confirming = std::collections::HashMap::<String, String>::new();
+    for (i, ((m, kind), stored)) in run.into_iter().zip(stored).enumerate() {
         let rowid = match stored {
             Stored::New(rowid) => rowid,
             // Our own pending echo, confirmed by the server (transports without a separate
             // acknowledgement, XMPP, confirm this way).
-            Stored::Known { server_id: None } => {
+            Stored::Known { server_id: None, .. } if m.sender == me && !confirming.contains_key(&m.client_id) => {
+                confirming.insert(m.client_id.clone(), m.server_id.clone());
                 slots.push(Err(acks.len()));
                 acks.push(Ack { client_id: m.client_id, server_id: m.server_id, seq: m.seq, server_time_ms: m.server_time_ms });
                 continue;
             }
-            // A replay, or a server id already another message's: nothing to do.
-            Stored::Known { server_id: Some(_) } | Stored::Refused => continue,
+            // The same confirmation twice in one run.
+            Stored::Known { server_id: None, .. } if confirming.get(&m.client_id) == Some(&m.server_id) => continue,
+            // A replay, or the sender's resend of a message shown already (same stable id and
+            // body, another server id): nothing to do.
+            Stored::Known { server_id: Some(s), conversation, body } if conversation == m.conversation && (s == m.server_id || body == encode_body(&m.body)) => continue,
+            // Its sender's id names another message already (or our unsent echo elsewhere): the
+            // message is stored under its server id.
+            Stored::Known { .. } => match insert_server_keyed(conn, me, &m)? {
+                Some(rowid) => {
+                    ids[i] = server_keyed_id(&m);
+                    rowid
+                }
+                None => continue, // stored under it before: a replay
+            },
+            // The server id is stored already, under another local id: a replay.
+            Stored::Refused => continue,
         };
+        let id = std::mem::take(&mut ids[i]);
         let outgoing = m.sender == me;
         let t = match totals.get_mut(&m.conversation) {
             Some(t) => t,
@@ -407,11 +484,10 @@ pub fn apply_remote_run(conn: &Connection, me: &str, run: Vec<(RemoteMessage, Co
 /// What a multi-row insert did with one row.
 enum Stored {
     New(i64),
-    /// The message was stored already (a replay, or our own echo), with this server id.
-    Known {
-        server_id: Option<String>,
-    },
-    /// Not stored: its server id is already another message's.
+    /// Its local id is stored already: a replay, our own echo (no server id yet), a resend, or
+    /// another message its sender gave the same id; with the stored message's body.
+    Known { server_id: Option<String>, conversation: String, body: Vec<u8> },
+    /// Not stored: its server id is stored already, under another local id.
     Refused,
 }
 
@@ -420,21 +496,8 @@ enum Stored {
 /// each) to tell which.
 fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, ConversationKind)], ids: &[String]) -> Result<Vec<Stored>> {
     let mut stmt = conn.prepare_cached(&insert_remote_sql(chunk.len()))?;
-    let mut at = 1;
-    for ((m, _), id) in chunk.iter().zip(ids) {
-        let outgoing = m.sender == me;
-        let state = if outgoing { MessageState::Sent } else { MessageState::Delivered };
-        stmt.raw_bind_parameter(at, id)?;
-        stmt.raw_bind_parameter(at + 1, &m.conversation)?;
-        stmt.raw_bind_parameter(at + 2, &m.sender)?;
-        stmt.raw_bind_parameter(at + 3, &m.client_id)?;
-        stmt.raw_bind_parameter(at + 4, &m.server_id)?;
-        stmt.raw_bind_parameter(at + 5, m.seq as i64)?;
-        stmt.raw_bind_parameter(at + 6, encode_body(&m.body))?;
-        stmt.raw_bind_parameter(at + 7, state.code())?;
-        stmt.raw_bind_parameter(at + 8, outgoing)?;
-        stmt.raw_bind_parameter(at + 9, m.server_time_ms)?;
-        at += 10;
+    for (i, ((m, _), id)) in chunk.iter().zip(ids).enumerate() {
+        bind_remote(&mut stmt, 1 + i * REMOTE_PARAMS, m, id, me)?;
     }
     let changed = stmt.raw_execute()?;
     let last = conn.last_insert_rowid();
@@ -443,18 +506,26 @@ fn insert_chunk(conn: &Connection, me: &str, chunk: &[(RemoteMessage, Conversati
         return Ok((first..=last).map(Stored::New).collect());
     }
     let mut claimed = std::collections::HashSet::new();
-    let mut lookup = conn.prepare_cached("SELECT rowid, server_id FROM messages WHERE id = ?1")?;
+    let mut lookup = conn.prepare_cached("SELECT rowid, server_id, conversation_id, body FROM messages WHERE id = ?1")?;
     ids.iter()
         .map(|id| {
-            let found: Option<(i64, Option<String>)> = lookup.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            let found: Option<(i64, Option<String>, String, Vec<u8>)> =
+                lookup.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()?;
             Ok(match found {
                 // A row repeated within the chunk is new only the first time.
-                Some((rowid, _)) if changed > 0 && (first..=last).contains(&rowid) && claimed.insert(rowid) => Stored::New(rowid),
-                Some((_, server_id)) => Stored::Known { server_id },
+                Some((rowid, ..)) if changed > 0 && (first..=last).contains(&rowid) && claimed.insert(rowid) => Stored::New(rowid),
+                Some((_, server_id, conversation, body)) => Stored::Known { server_id, conversation, body },
                 None => Stored::Refused,
             })
         })
         .collect()
+}
+
+/// Stores a message under its server-keyed id; `None` if it is there already.
+fn insert_server_keyed(conn: &Connection, me: &str, m: &RemoteMessage) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(&insert_remote_sql(1))?;
+    bind_remote(&mut stmt, 1, m, &server_keyed_id(m), me)?;
+    Ok((stmt.raw_execute()? == 1).then(|| conn.last_insert_rowid()))
 }
 
 /// Another member's receipt: our messages up to `seq` become Delivered or Read. Only the range
@@ -491,21 +562,33 @@ pub fn apply_receipt(conn: &Connection, conversation: &str, seq: u64, read: bool
     Ok(rows)
 }
 
-/// The sequence number of the message a receipt names by id (a server id, or the client id of a
-/// message by `me`, by `user` or by the peer of a direct conversation): for protocols whose
-/// receipts name a message rather than a position (XMPP markers).
+/// The sequence number of the message a receipt names by id, for protocols whose receipts name
+/// a message rather than a position (XMPP): a server id (a marker in a room), the client id of
+/// one of our messages (a peer's receipt), or the id its sender gave a message of `user` or of
+/// the peer of a direct conversation (our own receipt, from another of our devices). Ids others
+/// chose need not be unique: the newest such message is taken, among the newest
+/// [`REFERENCE_SCAN`] of the conversation.
 pub fn seq_of_reference(conn: &Connection, conversation: &str, me: &str, user: &str, reference: &str) -> Result<Option<u64>> {
-    let seq: Option<Option<i64>> = conn
-        .prepare_cached(
-            "SELECT seq FROM messages WHERE conversation_id = ?1 AND (server_id = ?2 OR id IN (?3, ?4, ?5)) ORDER BY seq DESC LIMIT 1",
-        )?
-        .query_row(
-            params![conversation, reference, message_id(me, reference), message_id(user, reference), message_id(conversation, reference)],
-            |r| r.get(0),
-        )
+    let indexed: Option<Option<i64>> = conn
+        .prepare_cached("SELECT seq FROM messages WHERE conversation_id = ?1 AND (server_id = ?2 OR id = ?3) ORDER BY seq DESC LIMIT 1")?
+        .query_row(params![conversation, reference, message_id(me, reference)], |r| r.get(0))
         .optional()?;
-    Ok(seq.flatten().map(|s| s as u64))
+    if let Some(seq) = indexed {
+        return Ok(seq.map(|s| s as u64));
+    }
+    let scanned: Option<i64> = conn
+        .prepare_cached(
+            "SELECT seq FROM (SELECT seq, coalesce(reply_id, client_id) AS named, sender FROM messages
+                              WHERE conversation_id = ?1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT ?5)
+             WHERE named = ?2 AND sender IN (?3, ?4) LIMIT 1",
+        )?
+        .query_row(params![conversation, reference, user, conversation, REFERENCE_SCAN], |r| r.get(0))
+        .optional()?;
+    Ok(scanned.map(|s| s as u64))
 }
+
+/// How far back a receipt naming a message by the id its sender chose is looked for.
+pub const REFERENCE_SCAN: i64 = 2000;
 
 /// A receipt naming our own message before the server confirmed it (XMPP: the peer's client can
 /// answer faster than our archive read confirms the send): the message is Delivered or Read
@@ -518,15 +601,57 @@ pub fn apply_receipt_before_ack(conn: &Connection, conversation: &str, me: &str,
     if changed == 0 { Ok(None) } else { get(conn, &id) }
 }
 
-/// The newest message from others at or below `seq`: what a receipt for `seq` names, for
-/// protocols that name messages.
+/// The newest message from others at or below `seq` that a chat marker may name: what a
+/// marker for `seq` names, for protocols that name messages.
 pub fn reference_at(conn: &Connection, conversation: &str, seq: u64) -> Result<Option<crate::transport::MessageRef>> {
+    let sql = format!(
+        "SELECT coalesce(reply_id, client_id), server_id FROM messages
+         WHERE conversation_id = ?1 AND seq <= ?2 AND outgoing = 0 AND receipt_flags & {NO_MARKERS} = 0 ORDER BY seq DESC LIMIT 1"
+    );
     Ok(conn
-        .prepare_cached(
-            "SELECT client_id, server_id FROM messages WHERE conversation_id = ?1 AND seq <= ?2 AND outgoing = 0 ORDER BY seq DESC LIMIT 1",
-        )?
+        .prepare_cached(&sql)?
         .query_row(params![conversation, seq as i64], |r| Ok(crate::transport::MessageRef { client_id: r.get(0)?, server_id: r.get(1)? }))
         .optional()?)
+}
+
+/// Messages of a conversation up to `seq`, oldest first, whose senders asked for a delivery
+/// receipt of their own that is not confirmed sent yet (`messages_receipt_owed`).
+pub fn owed_receipts(conn: &Connection, conversation: &str, seq: u64) -> Result<Vec<crate::transport::MessageRef>> {
+    let mut stmt = conn.prepare_cached(&owed_receipts_sql())?;
+    let rows = stmt.query_map(params![conversation, seq as i64], |r| {
+        Ok(crate::transport::MessageRef { client_id: r.get(0)?, server_id: r.get(1)? })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn owed_receipts_sql() -> String {
+    format!(
+        "SELECT coalesce(reply_id, client_id), server_id FROM messages
+         WHERE conversation_id = ?1 AND receipt_flags & {RECEIPT_OWED} != 0 AND seq <= ?2 ORDER BY seq"
+    )
+}
+
+/// The server has the delivery receipts of these messages: none is owed any more.
+pub fn receipts_sent(conn: &Connection, conversation: &str, sent: &[crate::transport::MessageRef]) -> Result<()> {
+    let sql = format!("UPDATE messages SET receipt_flags = receipt_flags & ~{RECEIPT_OWED} WHERE conversation_id = ?1 AND server_id = ?2");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    for m in sent {
+        if let Some(server_id) = &m.server_id {
+            stmt.execute(params![conversation, server_id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Another device of ours sent the delivery receipt of the message its sender gave this id: it
+/// is not owed here any more. Only owed messages are looked at (`messages_receipt_owed`).
+pub fn receipt_sent_elsewhere(conn: &Connection, conversation: &str, reference: &str) -> Result<()> {
+    let sql = format!(
+        "UPDATE messages SET receipt_flags = receipt_flags & ~{RECEIPT_OWED}
+         WHERE conversation_id = ?1 AND receipt_flags & {RECEIPT_OWED} != 0 AND seq IS NOT NULL AND coalesce(reply_id, client_id) = ?2"
+    );
+    conn.prepare_cached(&sql)?.execute(params![conversation, reference])?;
+    Ok(())
 }
 
 /// The server id of the message at `seq` in a conversation, if the cache has it.
@@ -577,6 +702,42 @@ fn page_unsent_sql() -> String {
 /// A conversation's messages below a sequence number, newest first (`messages_by_conversation`).
 fn page_by_seq_sql() -> String {
     format!("SELECT {COLUMNS_M} FROM messages m WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC, m.rowid DESC LIMIT ?3")
+}
+
+/// Fits a page of older messages fetched from the server (newest first) under what the cache
+/// holds, for transports with sparse sequence numbers (XMPP), and returns what is new, newest
+/// first. The page overlaps the cache (it was asked for before a cached message) and numbers
+/// its messages by their stamps, which may tie (Prosody 0.12 stamps whole seconds) with what
+/// sync numbered in its own order, receipts included: a message the cache holds keeps its
+/// number and each new one is numbered just below its newer neighbour. New messages newer than
+/// `floor` (the oldest cached message of the page the app asked for) are left out: sync brings
+/// them, in its own order. If the page does not reach the floor message, only messages below
+/// `floor` are taken.
+pub fn stitch_older(conn: &Connection, conversation: &str, fetched: Vec<RemoteMessage>, floor: Option<u64>) -> Result<Vec<RemoteMessage>> {
+    let mut lookup = conn.prepare_cached("SELECT seq FROM messages WHERE conversation_id = ?1 AND server_id = ?2")?;
+    let mut cached = Vec::with_capacity(fetched.len());
+    for m in &fetched {
+        let seq: Option<Option<i64>> = lookup.query_row(params![conversation, m.server_id], |r| r.get(0)).optional()?;
+        cached.push(seq.flatten().map(|s| s as u64));
+    }
+    let reaches_floor = floor.is_some_and(|floor| cached.iter().any(|&seq| seq == Some(floor)));
+    let mut below_floor = floor.is_none() || !reaches_floor;
+    let mut bound = u64::MAX;
+    let mut out = Vec::new();
+    for (mut m, cached) in fetched.into_iter().zip(cached) {
+        if let Some(seq) = cached {
+            bound = bound.min(seq);
+            below_floor |= Some(seq) == floor;
+            continue;
+        }
+        if !below_floor || floor.is_some_and(|floor| !reaches_floor && m.seq >= floor) {
+            continue;
+        }
+        m.seq = m.seq.min(bound.saturating_sub(1));
+        bound = m.seq;
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// Removes a message that never reached the server (cancel).
@@ -681,8 +842,93 @@ mod tests {
             client_id: client_id.into(),
             body: Body::Text(format!("m{seq}")),
             server_time_ms: seq as i64,
+            stable_client_id: !client_id.is_empty(),
+            reply_id: None,
+            receipts: crate::transport::ReceiptRequest::POSITIONS,
         };
         (m, ConversationKind::Direct)
+    }
+
+    fn texts(conn: &Connection, conversation: &str) -> Vec<String> {
+        page(conn, conversation, None, 100).unwrap().into_iter().rev().map(|m| m.body.preview()).collect()
+    }
+
+    /// Others' messages are recognised by their server ids, not by the ids their senders chose:
+    /// three without an id and two reusing one are all stored, once each, and replays of all of
+    /// them (in any order, in one run or later) add nothing.
+    #[test]
+    fn messages_without_ids_or_reusing_one_are_all_kept_once() {
+        let conn = store();
+        let run = vec![remote("you", "", 1), remote("you", "", 2), remote("you", "1", 3), remote("you", "", 4), remote("you", "1", 5)];
+        let added = apply_remote_run(&conn, "me", run.clone()).unwrap();
+        assert_eq!(added.len(), 5, "every message is new");
+        assert_eq!(texts(&conn, "c"), ["m1", "m2", "m3", "m4", "m5"]);
+        let ids: Vec<String> = page(&conn, "c", None, 10).unwrap().into_iter().rev().map(|m| m.id).collect();
+        assert_eq!(ids, ["c#s1", "c#s2", "you:1", "c#s4", "c#s5"], "the sender's id where it is free, else the server's");
+        let mut replay = run;
+        replay.reverse();
+        replay.push(remote("you", "1", 5));
+        assert!(apply_remote_run(&conn, "me", replay).unwrap().is_empty(), "replays change nothing");
+        assert_eq!(conversations::get(&conn, "c").unwrap().unwrap().unread_count, 5);
+        // A sender's resend (a new server id, its stable id and body again) is shown once; the
+        // same text under an id that is not stable (a stanza id) is another message.
+        let (mut resend, kind) = remote("you", "1", 6);
+        resend.body = Body::Text("m3".into());
+        let (mut unstable, _) = remote("you", "1", 7);
+        unstable.body = Body::Text("m3".into());
+        unstable.stable_client_id = false;
+        let added = apply_remote_run(&conn, "me", vec![(resend, kind), (unstable, kind)]).unwrap();
+        assert!(matches!(added.as_slice(), [Applied::Added(m)] if m.seq == Some(7)), "only the unstable one is new");
+    }
+
+    /// A server id is unique within its conversation only: an account's own archive and a
+    /// group's may give the same id to different messages (ejabberd's are microsecond stamps).
+    #[test]
+    fn the_same_server_id_in_two_conversations_is_two_messages() {
+        let conn = store();
+        let (mut in_group, _) = remote("you", "g1", 7);
+        in_group.conversation = "group".into();
+        let applied = apply_remote_run(&conn, "me", vec![remote("you", "d1", 7), (in_group, ConversationKind::Group)]).unwrap();
+        assert_eq!(applied.len(), 2);
+        assert_eq!((texts(&conn, "c"), texts(&conn, "group")), (vec!["m7".to_string()], vec!["m7".to_string()]));
+    }
+
+    /// Our own message from another device that reuses a client id of ours is a new message,
+    /// not a confirmation of the earlier one; our pending echo is still confirmed by its id.
+    #[test]
+    fn our_echo_is_confirmed_by_its_id_and_a_reused_id_is_another_message() {
+        let conn = store();
+        insert_outgoing(&conn, "me", "c", "p1", &Body::Text("mine".into()), 0).unwrap();
+        let applied = apply_remote_run(&conn, "me", vec![remote("me", "p1", 1), remote("me", "p1", 2)]).unwrap();
+        assert!(matches!(&applied[0], Applied::Confirmed(m) if m.seq == Some(1)));
+        assert!(matches!(&applied[1], Applied::Added(m) if m.seq == Some(2) && m.id == "c#s2"));
+        assert_eq!(applied.len(), 2);
+    }
+
+    /// A delivery receipt is owed per message that asked for one (and only those), markers name
+    /// only markable messages, and a receipt sent here or by another device settles it.
+    #[test]
+    fn receipts_follow_what_each_sender_asked_for() {
+        let conn = store();
+        let ask = |sender: &str, client_id: &str, seq: u64, delivery: bool, markers: bool| {
+            let (mut m, kind) = remote(sender, client_id, seq);
+            m.receipts = crate::transport::ReceiptRequest { delivery, markers };
+            (m, kind)
+        };
+        let run = vec![ask("you", "a", 1, true, true), ask("you", "b", 2, false, true), ask("you", "c", 3, true, false), ask("me", "d", 4, true, true)];
+        apply_remote_run(&conn, "me", run).unwrap();
+        let owed = |seq| owed_receipts(&conn, "c", seq).unwrap().into_iter().map(|m| m.client_id).collect::<Vec<_>>();
+        assert_eq!(owed(10), ["a", "c"], "asked for, from others");
+        assert_eq!(owed(2), ["a"]);
+        assert_eq!(reference_at(&conn, "c", 10).unwrap().map(|m| m.client_id).as_deref(), Some("b"), "the newest markable one");
+        receipts_sent(&conn, "c", &owed_receipts(&conn, "c", 1).unwrap()).unwrap();
+        assert_eq!(owed(10), ["c"]);
+        receipt_sent_elsewhere(&conn, "c", "c").unwrap();
+        assert!(owed(10).is_empty());
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", owed_receipts_sql())).unwrap();
+        let mut rows = stmt.raw_query();
+        let plan = rows.next().unwrap().unwrap().get::<_, String>(3).unwrap();
+        assert!(plan.contains("messages_receipt_owed"), "{plan}");
     }
 
     /// A run stores each message once, as storing them one by one would: replays of stored
@@ -781,6 +1027,36 @@ mod tests {
         assert!(owed(&conn).is_empty());
     }
 
+    /// An older page from the server overlapping the cache, with stamps that tie with the
+    /// cache's numbers: cached messages keep theirs, new ones fit below their newer neighbours,
+    /// and new ones newer than the floor are left to sync.
+    #[test]
+    fn older_pages_fit_under_the_cache() {
+        let conn = store();
+        // The cache holds s43 (seq 1000) and s44 (seq 1003): sync numbered receipts between.
+        let mut cached = vec![remote("you", "y43", 1000), remote("you", "y44", 1003)];
+        cached[0].0.server_id = "s43".into();
+        cached[1].0.server_id = "s44".into();
+        apply_remote_run(&conn, "me", cached).unwrap();
+        let fetched = |id: &str, seq| {
+            let (mut m, _) = remote("you", id, seq);
+            m.server_id = format!("s{}", &id[1..]);
+            m
+        };
+        // Newest first, numbered from 1005 down (the link's bound), stamps all 999.
+        let older = vec![fetched("y44", 1004), fetched("yx", 1003), fetched("y43", 1002), fetched("y42", 999), fetched("y41", 999)];
+        let new = stitch_older(&conn, "c", older, Some(1000)).unwrap();
+        let got: Vec<(String, u64)> = new.iter().map(|m| (m.server_id.clone(), m.seq)).collect();
+        assert_eq!(got, [("s42".to_string(), 999), ("s41".to_string(), 998)], "yx is newer than the floor: sync brings it");
+        apply_remote_run(&conn, "me", new.into_iter().map(|m| (m, ConversationKind::Direct)).collect()).unwrap();
+        let order: Vec<String> = page(&conn, "c", None, 10).unwrap().into_iter().rev().map(|m| m.client_id).collect();
+        assert_eq!(order, ["y41", "y42", "y43", "y44"]);
+        // A page that does not reach the floor: only what is below it.
+        let far = vec![fetched("y9", 2000), fetched("y8", 990)];
+        let got: Vec<String> = stitch_older(&conn, "c", far, Some(998)).unwrap().into_iter().map(|m| m.server_id).collect();
+        assert_eq!(got, ["s8"]);
+    }
+
     /// A page lists the unsent echoes first (newest first), then the rest by sequence, and the
     /// last message follows a cancel; both read through indexes, not the whole table.
     #[test]
@@ -803,7 +1079,7 @@ mod tests {
             page_unsent_sql(),
             page_by_seq_sql(),
             "SELECT server_id FROM messages WHERE conversation_id = ?1 AND seq = ?2 LIMIT 1".into(),
-            "SELECT rowid FROM messages WHERE server_id = ?1".into(),
+            "SELECT rowid FROM messages WHERE conversation_id = ?1 AND server_id = ?2".into(),
         ] {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let mut rows = stmt.raw_query();

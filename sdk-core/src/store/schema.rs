@@ -116,6 +116,21 @@ CREATE INDEX messages_unsent ON messages (conversation_id) WHERE outgoing = 1 AN
     r#"
 ALTER TABLE conversations ADD COLUMN history_complete INTEGER NOT NULL DEFAULT 0;
 "#,
+    // v9: a server id is unique within its conversation, not across the store (an XMPP archive
+    // id is unique in its archive: ejabberd's are microsecond stamps, which an account's own
+    // archive and a group's can share). And what each message's sender asked for, as
+    // `receipt_flags`: 1 = no chat markers may name it (XMPP: not `<markable/>`), 2 = a delivery
+    // receipt of its own is owed and not yet confirmed sent (XMPP: XEP-0184 `<request/>`),
+    // found per conversation through a partial index. Rows of v8 keep 0: markable, nothing owed,
+    // as receipts worked before. `reply_id`: the id receipts and markers of a message echo when
+    // it is not its client id (XMPP: a stanza id set apart from the origin-id).
+    r#"
+DROP INDEX messages_by_server_id;
+CREATE UNIQUE INDEX messages_by_server_id ON messages (conversation_id, server_id) WHERE server_id IS NOT NULL;
+ALTER TABLE messages ADD COLUMN receipt_flags INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN reply_id TEXT;
+CREATE INDEX messages_receipt_owed ON messages (conversation_id, seq) WHERE receipt_flags & 2 != 0;
+"#,
 ];
 
 /// The schema version this build writes.

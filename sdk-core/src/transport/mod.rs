@@ -87,6 +87,14 @@ pub struct RemoteConversation {
 }
 
 /// A message as the server stored it.
+///
+/// Identity: `server_id` is what the server guarantees unique, within the conversation (an
+/// XMPP archive id is unique in its archive, and a conversation lives in one archive); the
+/// store recognises messages by it. `client_id` is the id the sender chose; only a stable one
+/// (`stable_client_id`: the native protocol's client ids, XMPP's XEP-0359 origin-ids) names
+/// one message for good, so that a sender's resend (a new archive entry for the same message)
+/// is shown once. A stanza id names nothing for good: a third-party XMPP client may send none,
+/// or reuse one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteMessage {
     pub server_id: String,
@@ -96,6 +104,30 @@ pub struct RemoteMessage {
     pub client_id: String,
     pub body: Body,
     pub server_time_ms: i64,
+    /// Whether `client_id` is the sender's stable id for this message (see above).
+    pub stable_client_id: bool,
+    /// The id receipts and markers of this message must echo, when it is not `client_id`
+    /// (XEP-0184 and XEP-0333 echo the stanza id, which a sender may set apart from its
+    /// origin-id).
+    pub reply_id: Option<String>,
+    /// What the sender asked its recipients to send back.
+    pub receipts: ReceiptRequest,
+}
+
+/// What the sender of a message asked its recipients for. XMPP receipts follow the sender's
+/// request, message by message (XEP-0184 `<request/>`, XEP-0333 `<markable/>`); the native
+/// protocol's receipts are positions covering every message ([`ReceiptRequest::POSITIONS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptRequest {
+    /// A delivery receipt for this message alone (XEP-0184).
+    pub delivery: bool,
+    /// Chat markers (received, displayed) may name this message (XEP-0333).
+    pub markers: bool,
+}
+
+impl ReceiptRequest {
+    /// Cumulative receipts by position only: no receipt per message, any message may be named.
+    pub const POSITIONS: ReceiptRequest = ReceiptRequest { delivery: false, markers: true };
 }
 
 /// A durable inbound event.
@@ -133,7 +165,8 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
-/// The newest message a receipt covers, for protocols whose receipts name a message.
+/// A message a receipt names, for protocols whose receipts name messages (XMPP): the id its
+/// sender's receipts echo (`RemoteMessage::reply_id`, else its client id) and the server's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {
     pub client_id: String,
@@ -186,11 +219,14 @@ pub enum Request {
         reply: Reply<HistoryPage>,
     },
     /// Messages from others up to `seq` reached this device; answered once the server has it,
-    /// so the engine can send it again after a reconnect until it is.
+    /// so the engine can send it again after a reconnect until it is. `message` is the newest of
+    /// them that markers may name; `receipts` are those whose senders asked for a receipt of
+    /// their own (each gets one, for protocols with receipts per message).
     MarkDelivered {
         conversation: ConversationId,
         seq: u64,
         message: Option<MessageRef>,
+        receipts: Vec<MessageRef>,
         reply: Reply<()>,
     },
     MarkRead {
@@ -313,5 +349,12 @@ pub trait Transport: Send + Sync + 'static {
     /// complete. Transports with sparse numbers (XMPP archive times) say `false`.
     fn dense_sequences(&self) -> bool {
         true
+    }
+
+    /// Whether receipts name messages (XMPP: XEP-0184 receipts per message, XEP-0333 markers
+    /// naming one), so that the engine looks up which messages a receipt names and which asked
+    /// for one. The native protocol's receipts are positions: `false`.
+    fn receipts_name_messages(&self) -> bool {
+        false
     }
 }

@@ -508,6 +508,10 @@ fn convert_message(m: v1::Message) -> Option<RemoteMessage> {
             metadata: Default::default(),
         }),
         server_time_ms: m.server_time_ms,
+        // The server holds (sender, client id) unique: a resend is the same message.
+        stable_client_id: true,
+        reply_id: None,
+        receipts: ReceiptRequest::POSITIONS,
     })
 }
 

@@ -2,6 +2,8 @@
 //! clients with fast reconnect settings.
 #![allow(dead_code)]
 
+pub mod xmpp;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

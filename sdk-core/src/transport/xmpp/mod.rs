@@ -147,13 +147,17 @@ impl XmppTransport {
 impl XmppTransport {
     /// Counters of the streams opened so far.
     pub fn stats(&self) -> XmppStats {
-        self.shared.lock().expect("not poisoned").stats
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats
     }
 }
 
 impl Transport for XmppTransport {
     fn dense_sequences(&self) -> bool {
         false
+    }
+
+    fn receipts_name_messages(&self) -> bool {
+        true
     }
 
     fn connect(&self, auth: Auth) -> BoxFuture<Result<Link, TransportError>> {
@@ -282,7 +286,7 @@ impl XmppTransport {
     async fn open(&self, auth: Auth) -> Result<Link, TransportError> {
         // A redirect during the handshake is followed at once (one hop).
         match self.open_once(auth.clone()).await {
-            Err(e) if self.shared.lock().expect("not poisoned").redirect.is_some() => {
+            Err(e) if self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redirect.is_some() => {
                 tracing::debug!(error = %e, "following the server's redirect");
                 self.open_once(auth).await
             }
@@ -292,7 +296,7 @@ impl XmppTransport {
 
     async fn open_once(&self, auth: Auth) -> Result<Link, TransportError> {
         // A redirect from the server is tried once; if it fails, the configured URL again.
-        let redirect = self.shared.lock().expect("not poisoned").redirect.take();
+        let redirect = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redirect.take();
         let url = redirect.unwrap_or_else(|| self.config.url.clone());
         let mut request = url.as_str().into_client_request().map_err(io)?;
         let loopback = request.uri().host().is_some_and(is_loopback);
@@ -322,7 +326,7 @@ impl XmppTransport {
     fn follow_redirect(&self, from: &str, to: String) {
         if redirect_allowed(from, &to) {
             tracing::info!(%to, "the server redirects us");
-            self.shared.lock().expect("not poisoned").redirect = Some(to);
+            self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redirect = Some(to);
         } else {
             tracing::warn!(%to, "ignoring a redirect to another scheme");
         }
@@ -391,7 +395,7 @@ impl XmppTransport {
     ) -> Result<(link::Session, Option<u32>), TransportError> {
         let sm_offered = features.get_child("sm", NS_SM).is_some();
         let previous = {
-            let mut shared = self.shared.lock().expect("not poisoned");
+            let mut shared = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             shared.stats.streams += 1;
             shared.session.take()
         };
@@ -404,21 +408,21 @@ impl XmppTransport {
                 Ok(answer) => answer?,
                 Err(_) => {
                     tracing::debug!("no answer to the XEP-0198 resumption; the next connection binds a new session");
-                    self.shared.lock().expect("not poisoned").stats.resume_failed += 1;
+                    self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats.resume_failed += 1;
                     return Err(io("no answer to the XEP-0198 resumption"));
                 }
             };
             if answer.is("resumed", NS_SM) {
                 let h: u32 = answer.get_attr("h").and_then(|h| h.parse().ok()).ok_or_else(|| io("<resumed/> without h"))?;
                 tracing::debug!(h, "XEP-0198 session resumed");
-                self.shared.lock().expect("not poisoned").stats.resumed += 1;
+                self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats.resumed += 1;
                 return Ok((link::Session { id: Some(previous.id), full_jid: previous.jid, counters: previous.counters }, Some(h)));
             }
             tracing::debug!(reason = %error_condition(&answer), "XEP-0198 resume failed; binding a new session");
-            self.shared.lock().expect("not poisoned").stats.resume_failed += 1;
+            self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats.resume_failed += 1;
         }
         // A new session: earlier acknowledgements prove nothing any more (see `Shared`).
-        self.shared.lock().expect("not poisoned").server_has.clear();
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).server_has.clear();
         let device = if device.is_empty() { "missive" } else { device };
         let resource = format!("{device}.{}", self.instance);
         hs.send(&iq("set", "bind", None, Element::new("bind", NS_BIND).child(Element::new("resource", NS_BIND).text(resource)))).await?;

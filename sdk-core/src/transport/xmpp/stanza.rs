@@ -10,6 +10,7 @@ use prost::Message as _;
 
 use super::xml::Element;
 use crate::model::{Body, ReceiptKind};
+use crate::transport::ReceiptRequest;
 use crate::wire::{body_from_proto, body_to_proto};
 
 pub const NS_CLIENT: &str = "jabber:client";
@@ -125,6 +126,18 @@ pub fn marker(to: &str, groupchat: bool, kind: ReceiptKind, id: &str) -> Element
         .child(Element::new("store", NS_HINTS))
 }
 
+/// A XEP-0184 receipt for the message `id` of `to`, archived (so that the sender learns of it
+/// even if offline now, and our other devices that it is sent: ejabberd keeps bodiless messages
+/// only when asked).
+pub fn delivery_receipt(to: &str, id: &str) -> Element {
+    Element::new("message", NS_CLIENT)
+        .attr("to", to)
+        .attr("type", "chat")
+        .attr("id", uuid::Uuid::now_v7().to_string())
+        .child(Element::new("received", NS_RECEIPTS).attr("id", id))
+        .child(Element::new("store", NS_HINTS))
+}
+
 /// A XEP-0085 chat state, never archived.
 pub fn chat_state(to: &str, groupchat: bool, active: bool) -> Element {
     Element::new("message", NS_CLIENT)
@@ -190,7 +203,12 @@ pub enum Archived {
         conversation: String,
         sender: String,
         client_id: String,
+        /// `client_id` is an XEP-0359 origin-id, stable for the message.
+        stable_client_id: bool,
+        /// The stanza id, when it is not `client_id`.
+        reply_id: Option<String>,
         body: Body,
+        receipts: ReceiptRequest,
     },
     /// A marker or receipt from `user` about message `id`.
     Receipt {
@@ -219,15 +237,29 @@ pub fn read_archived(result: &Element, archive: Option<&str>, me: &str) -> Optio
     Some(ArchivedEntry { archive_id, stamp_us, what: classify(inner, archive, me) })
 }
 
+/// Who sent a room message: the real JID the room reveals (a non-anonymous room adds
+/// `<x xmlns='…muc#user'><item jid='…'/></x>` to what it archives; the last one is the room's,
+/// appended after anything the sender put there), else the occupant's nickname (the SDK joins
+/// with its bare JID as nickname, so its own members are recognised either way).
+fn room_sender(m: &Element, from: &str) -> String {
+    let revealed = m
+        .elements()
+        .filter(|x| x.is("x", NS_MUC_USER))
+        .filter_map(|x| x.get_child("item", NS_MUC_USER)?.get_attr("jid"))
+        .last()
+        .map(|jid| bare(jid).to_owned());
+    revealed.unwrap_or_else(|| resource(from).unwrap_or("").to_owned())
+}
+
 /// What a message stanza means to the SDK. For a room message `room` is the room's JID and the
-/// sender is the occupant's nickname (the SDK joins with its bare JID as nickname).
+/// sender is the occupant's real JID when the room reveals it, else its nickname.
 pub fn classify(m: &Element, room: Option<&str>, me: &str) -> Archived {
     if m.get_attr("type") == Some("error") {
         return Archived::Nothing;
     }
     let from = m.get_attr("from").unwrap_or(me);
     let (conversation, sender) = match room {
-        Some(room) => (room.to_owned(), resource(from).unwrap_or("").to_owned()),
+        Some(room) => (room.to_owned(), room_sender(m, from)),
         None => {
             let sender = bare(from).to_owned();
             let peer = if sender == me { m.get_attr("to").map(bare).unwrap_or("").to_owned() } else { sender.clone() };
@@ -260,8 +292,28 @@ pub fn classify(m: &Element, room: Option<&str>, me: &str) -> Archived {
         return Archived::Nothing;
     }
     if let Some(body) = read_body(m) {
-        let client_id = m.get_child("origin-id", NS_SID).and_then(|o| o.get_attr("id")).or(m.get_attr("id")).unwrap_or("").to_owned();
-        return Archived::Message { conversation, sender, client_id, body };
+        // The origin-id (XEP-0359) is the sender's stable id for the message: it recognises
+        // resends. The stanza id is what receipts and markers echo (XEP-0184, XEP-0333); unique
+        // or not, it names no message for good (the archive id does).
+        let origin_id = m.get_child("origin-id", NS_SID).and_then(|o| o.get_attr("id")).filter(|id| !id.is_empty());
+        let stanza_id = m.get_attr("id");
+        let client_id = origin_id.or(stanza_id);
+        let reply_id = stanza_id.filter(|id| Some(*id) != client_id).map(str::to_owned);
+        let groupchat = m.get_attr("type") == Some("groupchat");
+        let receipts = ReceiptRequest {
+            // A receipt echoes the message's id; none is sent in a room (XEP-0184 §5.3).
+            delivery: m.get_child("request", NS_RECEIPTS).is_some() && stanza_id.is_some() && !groupchat,
+            markers: m.get_child("markable", NS_MARKERS).is_some(),
+        };
+        return Archived::Message {
+            conversation,
+            sender,
+            client_id: client_id.unwrap_or("").to_owned(),
+            stable_client_id: origin_id.is_some(),
+            reply_id,
+            body,
+            receipts,
+        };
     }
     for (name, ns, kind) in [
         ("displayed", NS_MARKERS, ReceiptKind::Read),
@@ -311,7 +363,10 @@ mod tests {
                 conversation: "alice@localhost".into(),
                 sender: "alice@localhost".into(),
                 client_id: "raw-1".into(),
-                body: Body::Text("hello bob (raw RFC7395)".into())
+                stable_client_id: false,
+                reply_id: None,
+                body: Body::Text("hello bob (raw RFC7395)".into()),
+                receipts: ReceiptRequest { delivery: true, markers: false },
             }
         );
     }
@@ -325,7 +380,10 @@ mod tests {
                 conversation: "alice@localhost".into(),
                 sender: ME.into(),
                 client_id: "c1".into(),
-                body: Body::Text("hi".into())
+                stable_client_id: true,
+                reply_id: Some("x".into()),
+                body: Body::Text("hi".into()),
+                receipts: ReceiptRequest { delivery: false, markers: false },
             }
         );
         let bounce =
@@ -351,6 +409,40 @@ mod tests {
         assert!(
             matches!(classify(&room, Some("g@conference.localhost"), ME), Archived::Message { sender, .. } if sender == "alice@localhost")
         );
+    }
+
+    /// The origin-id is a message's stable id; the stanza id, what receipts echo, is kept apart
+    /// when it differs; a receipt is owed only when asked for, with an id to echo, outside rooms.
+    #[test]
+    fn ids_and_receipt_requests_follow_the_xeps() {
+        let parse = |xml: &str| classify(&Element::parse(xml).unwrap(), None, ME);
+        let from_alice = parse("<message xmlns='jabber:client' from='alice@localhost/x' id='s1' type='chat'><body>a</body><origin-id xmlns='urn:xmpp:sid:0' id='o1'/><request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/></message>");
+        assert!(
+            matches!(&from_alice, Archived::Message { client_id, stable_client_id: true, reply_id: Some(r), receipts: ReceiptRequest { delivery: true, markers: true }, .. } if client_id == "o1" && r == "s1"),
+            "{from_alice:?}"
+        );
+        let stanza_id_only = parse("<message xmlns='jabber:client' from='alice@localhost/x' id='1' type='chat'><body>a</body></message>");
+        assert!(matches!(&stanza_id_only, Archived::Message { client_id, stable_client_id: false, reply_id: None, .. } if client_id == "1"), "{stanza_id_only:?}");
+        let no_id = parse("<message xmlns='jabber:client' from='alice@localhost/x' type='chat'><body>a</body><request xmlns='urn:xmpp:receipts'/></message>");
+        assert!(matches!(&no_id, Archived::Message { client_id, receipts: ReceiptRequest { delivery: false, markers: false }, .. } if client_id.is_empty()), "{no_id:?}");
+        let in_room = classify(
+            &Element::parse("<message xmlns='jabber:client' from='g@conference.localhost/al' id='s2' type='groupchat'><body>a</body><request xmlns='urn:xmpp:receipts'/></message>").unwrap(),
+            Some("g@conference.localhost"),
+            ME,
+        );
+        assert!(matches!(&in_room, Archived::Message { receipts: ReceiptRequest { delivery: false, .. }, .. }), "{in_room:?}");
+    }
+
+    /// A non-anonymous room reveals its occupants' real JIDs in what it archives: the sender is
+    /// the real JID, not the nickname; the room's own item (appended last) wins over one the
+    /// sender slipped into its message.
+    #[test]
+    fn room_senders_are_real_jids_when_the_room_reveals_them() {
+        let room = Some("g@conference.localhost");
+        let revealed = Element::parse("<message xmlns='jabber:client' from='g@conference.localhost/bob' type='groupchat' id='1'><body>hi</body><x xmlns='http://jabber.org/protocol/muc#user'><item jid='mallory@localhost/x'/></x><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant' jid='bob@localhost'/></x></message>").unwrap();
+        assert!(matches!(classify(&revealed, room, ME), Archived::Message { sender, .. } if sender == "bob@localhost"));
+        let anonymous = Element::parse("<message xmlns='jabber:client' from='g@conference.localhost/bob' type='groupchat' id='1'><body>hi</body></message>").unwrap();
+        assert!(matches!(classify(&anonymous, room, ME), Archived::Message { sender, .. } if sender == "bob"));
     }
 
     #[test]

@@ -49,15 +49,25 @@ pub(super) struct Session {
 /// What an iq id is waiting for.
 enum PendingIq {
     Query,
-    History {
-        conversation: String,
-        /// Sequence numbers given out must stay below this (the page's upper bound).
-        below: u64,
-        reply: Reply<HistoryPage>,
-    },
+    History(HistoryRead),
     Ping,
     /// A step of a room operation.
     Muc(String),
+}
+
+/// An app's request for older messages, read from the archive a page of entries at a time
+/// until it holds `limit` messages (receipts and markers are archived too) or the archive ends.
+struct HistoryRead {
+    conversation: String,
+    /// Sequence numbers given out must stay below this (the page's upper bound).
+    below: u64,
+    limit: u32,
+    /// The time bound of the first page, kept for the next ones.
+    end: Option<String>,
+    /// Messages of the pages read so far, oldest first.
+    messages: Vec<RemoteMessage>,
+    pages: u32,
+    reply: Reply<HistoryPage>,
 }
 
 /// A running archive query.
@@ -68,7 +78,23 @@ struct Query {
     /// The newest entries of an archive never read before (then it is read forward from them).
     tail: bool,
     results: Vec<Element>,
+    /// For a tail read in several pages (going back while the entries hold too few messages:
+    /// receipts are archived too): the newer pages already read, oldest first.
+    newer: Vec<Element>,
+    /// Pages of a tail read so far.
+    pages: u32,
 }
+
+impl Query {
+    fn new(archive: String, sync: bool, tail: bool) -> Query {
+        Query { archive, sync, tail, results: Vec::new(), newer: Vec::new(), pages: 1 }
+    }
+}
+
+/// A device's first read of an archive goes back at most this many pages to find
+/// `initial_sync_limit` messages among the entries; a history request as many to find its
+/// `limit`.
+const TAIL_PAGES: u32 = 8;
 
 enum Phase {
     /// Waiting for the engine's first `Sync`.
@@ -109,6 +135,8 @@ pub(super) struct LinkTask {
     joined: HashSet<String>,
     /// Chat rooms (live only, not followed in the cursor).
     rooms: HashSet<String>,
+    /// Real bare JIDs of room occupants, by occupant JID (`room/nick`), from their presence.
+    occupants: HashMap<String, String>,
     /// Room operations waiting for the server, by room.
     muc_tasks: HashMap<String, muc::MucTask>,
     /// The last sequence number given to a chat-room message.
@@ -166,6 +194,7 @@ impl LinkTask {
             seen: HashSet::new(),
             joined: HashSet::new(),
             rooms: HashSet::new(),
+            occupants: HashMap::new(),
             muc_tasks: HashMap::new(),
             room_seq: 0,
             url,
@@ -252,12 +281,12 @@ impl LinkTask {
 
     /// Keeps what a later stream needs: the resumable session and the acknowledged ids.
     fn end(self) {
-        let mut shared = self.shared.lock().expect("not poisoned");
+        let mut shared = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(id) = self.session.id {
             shared.session = Some(SmSession { id, jid: self.session.full_jid, counters: self.session.counters });
         }
         for (_, pending) in self.iqs {
-            if let PendingIq::History { reply, .. } = pending {
+            if let PendingIq::History(HistoryRead { reply, .. }) = pending {
                 let _ = reply.send(Err(TransportError::Closed));
             }
         }
@@ -367,7 +396,7 @@ impl LinkTask {
                         .map_err(|e| e.to_string())?;
                 }
                 self.session.id = None;
-                self.shared.lock().expect("not poisoned").session = None;
+                self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).session = None;
                 self.ws.feed(WsMessage::Text(close().to_xml().into())).await.map_err(|e| e.to_string())?;
                 self.flush().await?;
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
@@ -391,7 +420,7 @@ impl LinkTask {
     }
 
     async fn send_message(&mut self, client_id: String, conversation: String, body: Body) -> Flow {
-        let already = self.seen.contains(&client_id) || self.shared.lock().expect("not poisoned").server_has.contains(&client_id);
+        let already = self.seen.contains(&client_id) || self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).server_has.contains(&client_id);
         if already {
             tracing::debug!(%client_id, "not resent: the server has it");
             return Ok(());
@@ -420,37 +449,36 @@ impl LinkTask {
                 let _ = reply.send(Ok(Vec::new()));
             }
             Request::History { conversation, before_seq, before_id, limit, reply } => {
-                let id = self.new_id("hist");
-                self.shared.lock().expect("not poisoned").stats.history_queries += 1;
-                let query_id = id.clone();
-                let room = self.is_room(&conversation);
-                let (archive, with) = if room { (Some(conversation.as_str()), None) } else { (None, Some(conversation.as_str())) };
+                self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats.history_queries += 1;
                 // Page by archive id when the cache knows the message; by time otherwise.
                 let end = match (&before_id, before_seq) {
                     (None, Some(s)) => Some(archive::format_stamp(s.saturating_sub(1))),
                     _ => None,
                 };
-                let stanza = mam_query_newest(&id, &query_id, archive, with, end.as_deref(), before_id.as_deref(), limit.clamp(1, PAGE));
-                self.queries.insert(query_id, Query { archive: conversation.clone(), sync: false, tail: false, results: Vec::new() });
-                self.iqs.insert(id, PendingIq::History { conversation, below: before_seq.unwrap_or(u64::MAX), reply });
-                self.send(&stanza).await?;
+                let read = HistoryRead {
+                    conversation,
+                    below: before_seq.unwrap_or(u64::MAX),
+                    limit: limit.clamp(1, PAGE),
+                    end,
+                    messages: Vec::new(),
+                    pages: 0,
+                    reply,
+                };
+                self.read_history_page(read, before_id).await?;
             }
-            Request::MarkDelivered { conversation, message: reference, reply, .. } => {
-                if let Some(m) = reference {
-                    // XEP-0184 for 1:1 (what other clients understand), a marker in groups.
-                    let stanza = if self.is_room(&conversation) {
-                        marker(&conversation, true, ReceiptKind::Delivered, m.server_id.as_deref().unwrap_or(&m.client_id))
-                    } else {
-                        Element::new("message", NS_CLIENT)
-                            .attr("to", &conversation)
-                            .attr("type", "chat")
-                            .attr("id", uuid::Uuid::now_v7().to_string())
-                            .child(Element::new("received", NS_RECEIPTS).attr("id", &m.client_id))
-                            // Archived, so the sender learns of it even if offline now (ejabberd keeps
-                            // bodiless messages only when asked).
-                            .child(Element::new("store", NS_HINTS))
-                    };
-                    self.send(&stanza).await?;
+            Request::MarkDelivered { conversation, message: reference, receipts, reply, .. } => {
+                if self.is_room(&conversation) {
+                    // In a group, a XEP-0333 marker naming the newest markable message by the
+                    // room's id for it (no XEP-0184 receipts in rooms).
+                    if let Some(m) = reference {
+                        let id = m.server_id.as_deref().unwrap_or(&m.client_id);
+                        self.send(&marker(&conversation, true, ReceiptKind::Delivered, id)).await?;
+                    }
+                } else {
+                    // XEP-0184: one receipt per message that asked for one, echoing its id.
+                    for m in receipts {
+                        self.send(&delivery_receipt(&conversation, &m.client_id)).await?;
+                    }
                 }
                 self.confirm_once_acknowledged(reply);
             }
@@ -464,7 +492,7 @@ impl LinkTask {
             }
             Request::Logout { reply } => {
                 self.session.id = None;
-                self.shared.lock().expect("not poisoned").session = None;
+                self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).session = None;
                 self.ws.feed(WsMessage::Text(close().to_xml().into())).await.map_err(|e| e.to_string())?;
                 self.flush().await?;
                 let _ = reply.send(Ok(()));
@@ -534,12 +562,12 @@ impl LinkTask {
     /// default); if they are still not there, the server lost them (acknowledged, then stopped
     /// before archiving): the outbox sends them again.
     async fn poll_for_acknowledged(&mut self) -> Flow {
-        let unseen = self.shared.lock().expect("not poisoned").server_has.len();
+        let unseen = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).server_has.len();
         tracing::trace!(unseen, delay = ?self.poll_delay, "acknowledged messages not yet in the archive");
         if unseen > 0 && unseen >= self.unseen && self.poll_delay >= POLL_MAX {
             if self.re_read_for_unseen {
                 tracing::warn!(unseen, "acknowledged messages never reached the archive; sending them again");
-                let lost: Vec<String> = self.shared.lock().expect("not poisoned").server_has.drain().collect();
+                let lost: Vec<String> = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).server_has.drain().collect();
                 for client_id in lost {
                     let message = "acknowledged by the server but never archived".to_owned();
                     self.emit(Incoming::Refused { client_id, code: "NOT_ARCHIVED".into(), message, retryable: true }).await?;
@@ -580,6 +608,39 @@ impl LinkTask {
         }
     }
 
+    /// Whether a first read of an archive should go back another page: its entries so far hold
+    /// fewer messages than asked for, and the archive has older ones.
+    fn tail_needs_more(&self, query: &Query, fin_iq: &Element) -> bool {
+        let complete = fin_iq.get_child("fin", NS_MAM).and_then(|f| f.get_attr("complete")) == Some("true");
+        if complete || query.results.is_empty() || query.pages >= TAIL_PAGES {
+            return false;
+        }
+        let room = (!query.archive.is_empty()).then_some(query.archive.as_str());
+        let messages = query
+            .results
+            .iter()
+            .chain(&query.newer)
+            .filter(|r| matches!(read_archived(r, room, &self.me), Some(ArchivedEntry { what: Archived::Message { .. }, .. })))
+            .count();
+        messages < self.config.initial_sync_limit as usize
+    }
+
+    /// Reads the page of an archive before the oldest entry a first read has so far.
+    async fn read_older_tail_page(&mut self, mut query: Query) -> Flow {
+        let Some(oldest) = query.results.first().and_then(|r| r.get_attr("id")).map(str::to_owned) else {
+            return Ok(());
+        };
+        let mut newer = std::mem::take(&mut query.results);
+        newer.append(&mut query.newer);
+        let id = self.new_id("mam");
+        let to = (!query.archive.is_empty()).then_some(query.archive.clone());
+        let stanza = mam_query_newest(&id, &id, to.as_deref(), None, None, Some(&oldest), self.config.initial_sync_limit.clamp(1, PAGE));
+        tracing::trace!(archive = %query.archive, pages = query.pages, "a first read goes back another page");
+        self.queries.insert(id.clone(), Query { newer, pages: query.pages + 1, ..query });
+        self.iqs.insert(id, PendingIq::Query);
+        self.send(&stanza).await
+    }
+
     /// Starts reading `archive` from the cursor on.
     async fn read_archive(&mut self, archive: String, sync: bool) -> Flow {
         if !sync && !matches!(self.phase, Phase::Live) {
@@ -607,7 +668,7 @@ impl LinkTask {
         };
         self.reading.insert(archive.clone());
         tracing::trace!(%archive, ?after, tail, sync, "reading an archive");
-        self.queries.insert(id.clone(), Query { archive, sync, tail, results: Vec::new() });
+        self.queries.insert(id.clone(), Query::new(archive, sync, tail));
         self.iqs.insert(id, PendingIq::Query);
         self.send(&stanza).await
     }
@@ -638,7 +699,7 @@ impl LinkTask {
             ("error", NS_STREAMS) => Err(format!("stream error: {} {}", error_condition(&e), error_text(&e))),
             ("close", NS_FRAMING) => match e.get_attr("see-other-uri") {
                 Some(to) if super::redirect_allowed(&self.url, to) => {
-                    self.shared.lock().expect("not poisoned").redirect = Some(to.to_owned());
+                    self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redirect = Some(to.to_owned());
                     Err(format!("the server sends us to {to}"))
                 }
                 Some(to) => Err(format!("the server closed the stream; ignoring its redirect to {to}")),
@@ -671,7 +732,7 @@ impl LinkTask {
             let _ = reply.send(Ok(()));
         }
         let mut chat = false;
-        let mut shared = self.shared.lock().expect("not poisoned");
+        let mut shared = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some((n, _)) = self.session.counters.unacked.front() {
             // Wrapping comparison: `n` is at or before `h`.
             if h.wrapping_sub(*n) > u32::MAX / 2 {
@@ -804,11 +865,11 @@ impl LinkTask {
             PendingIq::Ping => self.emit(Incoming::Pong).await,
             PendingIq::Muc(room) => self.on_muc_iq(&room, &e).await,
             PendingIq::Query => self.on_query_done(&id, &e).await,
-            PendingIq::History { conversation, below, reply } => {
-                let q = self.queries.remove(&id);
+            PendingIq::History(read) => {
+                let results = self.queries.remove(&id).map(|q| q.results).unwrap_or_default();
                 if kind != "result" {
                     let condition = e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
-                    let _ = reply.send(Err(TransportError::Refused {
+                    let _ = read.reply.send(Err(TransportError::Refused {
                         code: condition,
                         message: "history query refused".into(),
                         retryable: false,
@@ -816,42 +877,81 @@ impl LinkTask {
                     return Ok(());
                 }
                 let complete = e.get_child("fin", NS_MAM).and_then(|f| f.get_attr("complete")) == Some("true");
-                let room = self.is_room(&conversation);
-                let mut messages = Vec::new();
-                for result in q.map(|q| q.results).unwrap_or_default() {
-                    if let Some(entry) = read_archived(&result, room.then_some(conversation.as_str()), &self.me) {
-                        if let Archived::Message { conversation: c, sender, client_id, body } = entry.what {
-                            messages.push(RemoteMessage {
-                                server_id: entry.archive_id,
-                                conversation: c,
-                                seq: entry.stamp_us,
-                                sender,
-                                client_id,
-                                body,
-                                server_time_ms: (entry.stamp_us / 1000) as i64,
-                            });
-                        }
-                    }
-                }
-                // Newest first, each below the one after it: archive stamps may repeat (Prosody
-                // 0.12 stamps whole seconds), positions in the archive do not.
-                messages.reverse();
-                let mut bound = below;
-                for m in &mut messages {
-                    m.seq = m.seq.min(bound.saturating_sub(1));
-                    bound = m.seq;
-                }
-                let _ = reply.send(Ok(HistoryPage { messages, has_more: !complete }));
-                Ok(())
+                self.on_history_page(read, results, complete).await
             }
         }
     }
 
+    /// Asks the archive for the page of entries before `before_id` (or before the read's time
+    /// bound) for a history read.
+    async fn read_history_page(&mut self, mut read: HistoryRead, before_id: Option<String>) -> Flow {
+        let id = self.new_id("hist");
+        let room = self.is_room(&read.conversation);
+        let (archive, with) = if room { (Some(read.conversation.as_str()), None) } else { (None, Some(read.conversation.as_str())) };
+        let wanted = read.limit.saturating_sub(read.messages.len() as u32).max(1);
+        let stanza = mam_query_newest(&id, &id, archive, with, read.end.as_deref(), before_id.as_deref(), wanted);
+        read.pages += 1;
+        self.queries.insert(id.clone(), Query::new(read.conversation.clone(), false, false));
+        self.iqs.insert(id, PendingIq::History(read));
+        self.send(&stanza).await
+    }
+
+    /// A page of a history read arrived: read the next older one while the messages are too
+    /// few, else answer.
+    async fn on_history_page(&mut self, mut read: HistoryRead, results: Vec<Element>, complete: bool) -> Flow {
+        let conversation = read.conversation.clone();
+        let room = self.is_room(&conversation);
+        let oldest_entry = results.first().and_then(|r| r.get_attr("id")).map(str::to_owned);
+        let mut page = Vec::new();
+        for result in results {
+            if let Some(entry) = read_archived(&result, room.then_some(conversation.as_str()), &self.me) {
+                if let Archived::Message { conversation: c, sender, client_id, stable_client_id, reply_id, body, receipts } = entry.what {
+                    let sender = if room { self.occupant(&conversation, sender) } else { sender };
+                    page.push(RemoteMessage {
+                        server_id: entry.archive_id,
+                        conversation: c,
+                        seq: entry.stamp_us,
+                        sender,
+                        client_id,
+                        stable_client_id,
+                        reply_id,
+                        body,
+                        server_time_ms: (entry.stamp_us / 1000) as i64,
+                        receipts,
+                    });
+                }
+            }
+        }
+        page.append(&mut read.messages);
+        read.messages = page;
+        let more_wanted = read.messages.len() < read.limit as usize && read.pages < TAIL_PAGES;
+        if !complete && more_wanted {
+            if let Some(oldest) = oldest_entry {
+                return self.read_history_page(read, Some(oldest)).await;
+            }
+        }
+        // Newest first, each below the one after it: archive stamps may repeat (Prosody 0.12
+        // stamps whole seconds), positions in the archive do not.
+        let mut messages = read.messages;
+        messages.reverse();
+        let mut bound = read.below;
+        for m in &mut messages {
+            m.seq = m.seq.min(bound.saturating_sub(1));
+            bound = m.seq;
+        }
+        let _ = read.reply.send(Ok(HistoryPage { messages, has_more: !complete }));
+        Ok(())
+    }
+
     /// An archive query ended: turn its results into events.
     async fn on_query_done(&mut self, id: &str, fin_iq: &Element) -> Flow {
-        let Some(query) = self.queries.remove(id) else {
+        let Some(mut query) = self.queries.remove(id) else {
             return Ok(());
         };
+        if query.tail && fin_iq.get_attr("type") == Some("result") && self.tail_needs_more(&query, fin_iq) {
+            return self.read_older_tail_page(query).await;
+        }
+        query.results.append(&mut query.newer);
         self.reading.remove(&query.archive);
         if fin_iq.get_attr("type") != Some("result") {
             let condition = fin_iq.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
@@ -900,9 +1000,13 @@ impl LinkTask {
                 // Notices a room sends to us directly (ejabberd tells owners of affiliation
                 // changes), archived in our own archive: not messages of the group.
                 Archived::Message { conversation, .. } if query.archive.is_empty() && self.is_room(&conversation) => None,
-                Archived::Message { conversation, sender, client_id, body } => {
+                Archived::Message { conversation, sender, client_id, stable_client_id, reply_id, body, receipts } => {
+                    let sender = match &room {
+                        Some(room) => self.occupant(room, sender),
+                        None => sender,
+                    };
                     if sender == self.me {
-                        self.shared.lock().expect("not poisoned").server_has.remove(&client_id);
+                        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).server_has.remove(&client_id);
                         self.seen.insert(client_id.clone());
                     }
                     Some(RemoteEventKind::Message(RemoteMessage {
@@ -911,8 +1015,11 @@ impl LinkTask {
                         seq,
                         sender,
                         client_id,
+                        stable_client_id,
+                        reply_id,
                         body,
                         server_time_ms: (entry.stamp_us / 1000) as i64,
+                        receipts,
                     }))
                 }
                 Archived::Receipt { conversation, user, kind, id } => {

@@ -15,6 +15,8 @@ use super::*;
 const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 const NS_DATA: &str = "jabber:x:data";
+/// Occupants whose real JIDs are remembered at most (a huge room must not grow this forever).
+const MAX_OCCUPANTS_NOTED: usize = 10_000;
 
 /// What a pending room operation does next.
 pub(super) enum MucStep {
@@ -132,7 +134,7 @@ impl LinkTask {
     /// it, e.g. after the server restarted the room: join again, and the outbox sends the
     /// message again after the join. Anything else is a refusal for good.
     pub(super) async fn on_room_bounce(&mut self, room: String, client_id: String, condition: String) -> Flow {
-        self.shared.lock().expect("not poisoned").server_has.remove(&client_id);
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).server_has.remove(&client_id);
         let retryable = condition == "not-acceptable";
         if retryable {
             self.joined.remove(&room);
@@ -141,9 +143,36 @@ impl LinkTask {
         self.emit(Incoming::Refused { client_id, code: "ROOM_REFUSED".into(), message: format!("{room}: {condition}"), retryable }).await
     }
 
+    /// The real JID behind an occupant's nickname (`room/nick`), as the room's presence revealed
+    /// it; the nickname itself when the room keeps it hidden.
+    pub(super) fn occupant(&self, room: &str, sender: String) -> String {
+        match self.occupants.get(&format!("{room}/{sender}")) {
+            Some(jid) => jid.clone(),
+            None => sender,
+        }
+    }
+
+    /// Notes who is behind a nickname: a non-anonymous room tells every occupant in the
+    /// occupant's presence (`<item jid='…'/>`).
+    fn note_occupant(&mut self, e: &Element, from: &str) {
+        if e.get_attr("type") == Some("unavailable") {
+            self.occupants.remove(from);
+            return;
+        }
+        let jid = e.get_child("x", NS_MUC_USER).and_then(|x| x.get_child("item", NS_MUC_USER)).and_then(|i| i.get_attr("jid"));
+        if let Some(jid) = jid {
+            if self.occupants.len() < MAX_OCCUPANTS_NOTED || self.occupants.contains_key(from) {
+                self.occupants.insert(from.to_owned(), bare(jid).to_owned());
+            }
+        }
+    }
+
     /// Our own presence in a room (status 110), or an error joining it.
     pub(super) async fn on_room_presence(&mut self, e: &Element) -> Flow {
         let from = e.get_attr("from").unwrap_or("");
+        if e.get_attr("type") != Some("error") && resource(from).is_some() {
+            self.note_occupant(e, from);
+        }
         let room = bare(from).to_owned();
         if e.get_attr("type") == Some("error") {
             if let Some(task) = self.muc_tasks.remove(&room) {
@@ -306,7 +335,8 @@ impl LinkTask {
     /// A message in a chat room: live only, handed over as it comes.
     pub(super) async fn on_chat_room_message(&mut self, e: &Element, room: String) -> Flow {
         match classify(e, Some(&room), &self.me) {
-            Archived::Message { conversation, sender, client_id, body } => {
+            Archived::Message { conversation, sender, client_id, stable_client_id, reply_id, body, receipts } => {
+                let sender = self.occupant(&room, sender);
                 let server_id = e
                     .elements()
                     .find(|s| s.is("stanza-id", NS_SID) && s.get_attr("by") == Some(room.as_str()))
@@ -321,8 +351,11 @@ impl LinkTask {
                     seq: self.room_seq,
                     sender,
                     client_id,
+                    stable_client_id,
+                    reply_id,
                     body,
                     server_time_ms: (now_us / 1000) as i64,
+                    receipts,
                 };
                 self.emit(Incoming::RoomMessage(m)).await
             }
