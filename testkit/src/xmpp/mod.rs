@@ -5,6 +5,15 @@
 //! [`XmppServer::start`] panics with how to get it: a test needing it never skips.
 //! `MISSIVE_KEEP_XMPP=1` keeps the directory of a server whose test failed (its log is printed
 //! either way).
+//!
+//! This file owns what every kind shares: the server process, waiting until it serves, stopping,
+//! killing and restarting it, its temporary directory. Each kind's files and command line live in
+//! its own module ([`prosody`], [`ejabberd`]); [`raw`] is a small client to check what a server
+//! does.
+
+mod ejabberd;
+mod prosody;
+pub mod raw;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -51,9 +60,6 @@ impl Ejabberd {
 
 /// The SQLite driver of Lua's DBI, which Prosody's SQL storage needs (Debian's `lua-dbi-sqlite3`).
 pub const LUA_DBI_SQLITE: &str = "/usr/lib/x86_64-linux-gnu/lua/5.4/dbd/sqlite3.so";
-
-const EJABBERD_RUN: &str = include_str!("../ejabberd/run.sh");
-const EJABBERD_CONFIG: &str = include_str!("../ejabberd/ejabberd.yml.template");
 
 /// A running XMPP server.
 pub struct XmppServer {
@@ -109,27 +115,30 @@ impl XmppServer {
     }
 
     fn start_inner(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>) -> XmppServer {
-        let (bin, package) = match kind {
-            ServerKind::Prosody => ("/usr/bin/prosody", "prosody"),
-            ServerKind::Ejabberd => ("/usr/sbin/ejabberdctl", "ejabberd"),
+        let mut p = Self::prepare(kind, tls, archive_limit);
+        p.launch();
+        p
+    }
+
+    /// A server's directory and files, not started yet.
+    fn prepare(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>) -> XmppServer {
+        match kind {
+            ServerKind::Prosody => prosody::check_installed(),
+            ServerKind::Ejabberd => ejabberd::check_installed(),
+        }
+        let name = match kind {
+            ServerKind::Prosody => "prosody",
+            ServerKind::Ejabberd => "ejabberd",
         };
-        assert!(
-            Path::new(bin).exists(),
-            "{package} is not installed: run `cargo xtask test` (it installs Debian's {package}) or `apt-get install {package}`"
-        );
-        assert!(
-            kind != ServerKind::Prosody || Path::new(LUA_DBI_SQLITE).exists(),
-            "Prosody's SQLite driver is not installed: run `cargo xtask test` (it installs Debian's lua-dbi-sqlite3) or `apt-get install lua-dbi-sqlite3`"
-        );
-        let dir = std::env::temp_dir().join(format!("missive-{package}-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
-        std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
+        let dir = std::env::temp_dir().join(format!("missive-{name}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("create the server directory");
         let https_port = tls.map(|(cert, key)| {
+            std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
             std::fs::write(dir.join("certs/localhost.crt"), cert).expect("write the certificate");
             std::fs::write(dir.join("certs/localhost.key"), key).expect("write the key");
             free_port()
         });
-        let mut p = XmppServer {
+        let p = XmppServer {
             kind,
             http_port: free_port(),
             https_port,
@@ -140,14 +149,10 @@ impl XmppServer {
             _temp: Some(TempDir(dir)),
             launches: 0,
         };
-        p.write_config();
-        if p.sql {
-            // Write-ahead logging (a setting kept in the file): Prosody's SQLite storage leaves
-            // SQLite's default rollback journal, which syncs twice per archived message.
-            let db = rusqlite::Connection::open(p.dir.join("data/prosody.sqlite")).expect("create Prosody's database");
-            db.pragma_update(None, "journal_mode", "WAL").expect("set WAL on Prosody's database");
+        match kind {
+            ServerKind::Prosody => prosody::write_config(&p),
+            ServerKind::Ejabberd => ejabberd::write_config(&p.dir),
         }
-        p.launch();
         p
     }
 
@@ -179,93 +184,18 @@ impl XmppServer {
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
         let log = match self.kind {
-            ServerKind::Prosody => self.dir.join("prosody.log"),
-            ServerKind::Ejabberd => self.dir.join("instance/log/ejabberd.log"),
+            ServerKind::Prosody => std::fs::read_to_string(self.dir.join("prosody.log")).unwrap_or_default(),
+            ServerKind::Ejabberd => std::fs::read_to_string(self.dir.join("instance/log/ejabberd.log")).unwrap_or_default(),
         };
         let stdout = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
-        std::fs::read_to_string(log).unwrap_or_default() + &stdout
-    }
-
-    fn write_config(&self) {
-        if self.kind == ServerKind::Ejabberd {
-            std::fs::write(self.dir.join("run.sh"), EJABBERD_RUN).expect("write run.sh");
-            std::fs::write(self.dir.join("ejabberd.yml.template"), EJABBERD_CONFIG).expect("write the ejabberd config");
-            return;
-        }
-        let d = self.dir.display();
-        let config = format!(
-            r#"-- Generated by missive-testkit: a throwaway loopback server.
-run_as_root = true
-pidfile = "{d}/prosody.pid"
-data_path = "{d}/data"
-certificates = "{d}/certs"
-log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{d}/prosody.log" }} }}
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ }}
-c2s_direct_tls_ports = {{ }}
-legacy_ssl_ports = {{ }}
-http_interfaces = {{ "127.0.0.1" }}
-http_ports = {{ {port} }}
-{https}
-http_default_host = "localhost"
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-consider_websocket_secure = true
-allow_registration = true
-min_seconds_between_registrations = 0
-modules_enabled = {{ "roster", "saslauth", "disco", "carbons", "pep", "register", "mam", "smacks", "ping", "websocket", "time", "version" }}
-modules_disabled = {{ "s2s" }}
-{storage}
-archive_expires_after = "never"
-storage_archive_item_limit = {archive_limit}
-default_archive_policy = true
-max_archive_query_results = 250
-smacks_hibernation_time = 30
-VirtualHost "{DOMAIN}"
-Component "{MUC_DOMAIN}" "muc"
-    modules_enabled = {{ "muc_mam" }}
-    muc_room_locking = false
-    muc_room_default_public = false
-    muc_room_default_persistent = true
-    muc_log_all_rooms = true
-    muc_log_by_default = true
-    max_archive_query_results = 250
-"#,
-            port = self.http_port,
-            archive_limit = self.archive_limit,
-            storage = if self.sql {
-                r#"storage = "sql"
-sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
-            } else {
-                ""
-            },
-            https = match self.https_port {
-                None => "https_ports = { }".to_owned(),
-                Some(p) => format!(
-                    "https_ports = {{ {p} }}\nhttps_interfaces = {{ \"127.0.0.1\" }}\nhttps_ssl = {{ certificate = \"{d}/certs/localhost.crt\", key = \"{d}/certs/localhost.key\" }}"
-                ),
-            },
-            level = std::env::var("PROSODY_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-        );
-        std::fs::write(self.dir.join("prosody.cfg.lua"), config).expect("write the Prosody config");
+        log + &stdout
     }
 
     fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stdout.log")).expect("open the stdout log");
         let mut command = match self.kind {
-            ServerKind::Prosody => {
-                let mut c = Command::new("/usr/bin/prosody");
-                c.arg("-F").arg("--config").arg(self.dir.join("prosody.cfg.lua"));
-                c
-            }
-            ServerKind::Ejabberd => {
-                // run.sh execs the Erlang VM: the child is the server itself.
-                let mut c = Command::new("bash");
-                c.arg(self.dir.join("run.sh")).arg(self.dir.join("instance")).arg(self.http_port.to_string());
-                c.env("EJ_TEMPLATE", self.dir.join("ejabberd.yml.template"));
-                c.env("EJ_LOGLEVEL", std::env::var("EJABBERD_LOG_LEVEL").unwrap_or_else(|_| "warning".into()));
-                c
-            }
+            ServerKind::Prosody => prosody::command(&self.dir),
+            ServerKind::Ejabberd => ejabberd::command(&self.dir, self.http_port),
         };
         let child = command
             .stdin(Stdio::null())
@@ -274,17 +204,23 @@ sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
             .spawn()
             .unwrap_or_else(|e| panic!("start {:?}: {e}", self.kind));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let within = Duration::from_secs(30);
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("{:?} exited with {status}:\n{}", self.kind, self.log());
             }
-            // ejabberd converts its archive tables after starting: not ready before that.
-            let converted = self.kind == ServerKind::Prosody
-                || std::fs::read_to_string(self.dir.join("stdout.log"))
-                    .is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches);
-            // The port answering is not enough: it might be another process's (a clash).
-            if converted && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            let serving = match self.kind {
+                // The port answering is not enough: it might be another process's (a clash).
+                ServerKind::Prosody => TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok(),
+                // ejabberd converts its archive tables after starting: not ready before that.
+                ServerKind::Ejabberd => {
+                    std::fs::read_to_string(self.dir.join("stdout.log"))
+                        .is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches)
+                        && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                }
+            };
+            if serving {
                 std::thread::sleep(Duration::from_millis(50));
                 if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
                     self.launches += 1;
@@ -292,7 +228,7 @@ sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
                 }
                 continue;
             }
-            assert!(Instant::now() < deadline, "{:?} did not listen within 30 s:\n{}", self.kind, self.log());
+            assert!(Instant::now() < deadline, "{:?} did not serve within {within:?}:\n{}", self.kind, self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -336,6 +272,11 @@ sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
     pub fn kill_and_restart(&mut self) {
         self.kill();
         self.launch();
+    }
+
+    /// Its directory (data, configuration, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
