@@ -1,19 +1,24 @@
-//! Throwaway XMPP servers for tests: a real Prosody or ejabberd on loopback, each with its own
-//! configuration, data directory and free port, started in the foreground and killed on drop.
+//! Throwaway XMPP servers for tests: a real Prosody, ejabberd or Openfire on loopback, each with
+//! its own configuration, data directory and free ports, started in the foreground and killed on
+//! drop.
 //!
-//! Both come from Debian's packages (`cargo xtask test` installs them); when one is missing,
+//! Prosody and ejabberd come from Debian's packages (`cargo xtask test` installs them), Openfire
+//! from the unpacked home named by `OPENFIRE_HOME` ([`openfire_home`]); when one is missing,
 //! [`XmppServer::start`] panics with how to get it: a test needing it never skips.
 //! `MISSIVE_KEEP_XMPP=1` keeps the directory of a server whose test failed (its log is printed
 //! either way).
 //!
 //! This file owns what every kind shares: the server process, waiting until it serves, stopping,
 //! killing and restarting it, its temporary directory. Each kind's files and command line live in
-//! its own module ([`prosody`], [`ejabberd`]); [`raw`] is a small client to check what a server
-//! does.
+//! its own module ([`prosody`], [`ejabberd`], [`openfire`]); [`raw`] is a small client to check
+//! what a server does.
 
 mod ejabberd;
+mod openfire;
 mod prosody;
 pub mod raw;
+
+pub use openfire::openfire_home;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,7 +31,13 @@ pub const DOMAIN: &str = "localhost";
 pub const MUC_DOMAIN: &str = "conference.localhost";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports (all held open while choosing, so none is chosen twice).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
 }
 
 /// Which server.
@@ -36,6 +47,8 @@ pub enum ServerKind {
     Prosody,
     /// ejabberd 23.01 (Erlang).
     Ejabberd,
+    /// Openfire 5.1 (Java) with its Monitoring plugin for XEP-0313, from `OPENFIRE_HOME`.
+    Openfire,
 }
 
 /// Starts throwaway Prosody servers.
@@ -55,6 +68,16 @@ impl Ejabberd {
     /// A fresh ejabberd: see [`XmppServer::start`].
     pub fn start() -> XmppServer {
         XmppServer::start(ServerKind::Ejabberd)
+    }
+}
+
+/// Starts throwaway Openfire servers.
+pub struct Openfire;
+
+impl Openfire {
+    /// A fresh Openfire: see [`XmppServer::start`].
+    pub fn start() -> XmppServer {
+        XmppServer::start(ServerKind::Openfire)
     }
 }
 
@@ -91,11 +114,16 @@ impl Drop for TempDir {
 impl XmppServer {
     /// Starts a fresh server of `kind` serving [`DOMAIN`] and [`MUC_DOMAIN`]: in-band
     /// registration open, MAM for every account and group, carbons, stream management with
-    /// resumption, members-only groups allowed; XMPP over WebSocket only, on loopback.
+    /// resumption, members-only groups allowed; XMPP over WebSocket at [`XmppServer::url`], on
+    /// loopback.
     ///
     /// Prosody keeps its data in SQLite (`mod_storage_sql`), as a deployment with archives
     /// should: its default file storage loads a user's whole archive on every archive query,
     /// so with thousands of messages per account the server spends its time re-reading them.
+    ///
+    /// Openfire needs `OPENFIRE_HOME` (see [`openfire_home`]) and panics without it; it archives
+    /// asynchronously (up to about a second after routing a message) and only messages with a
+    /// body.
     pub fn start(kind: ServerKind) -> XmppServer {
         Self::start_inner(kind, None, None)
     }
@@ -125,10 +153,12 @@ impl XmppServer {
         match kind {
             ServerKind::Prosody => prosody::check_installed(),
             ServerKind::Ejabberd => ejabberd::check_installed(),
+            ServerKind::Openfire => drop(openfire::home_or_panic()),
         }
         let name = match kind {
             ServerKind::Prosody => "prosody",
             ServerKind::Ejabberd => "ejabberd",
+            ServerKind::Openfire => "openfire",
         };
         let dir = std::env::temp_dir().join(format!("missive-{name}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("create the server directory");
@@ -152,6 +182,7 @@ impl XmppServer {
         match kind {
             ServerKind::Prosody => prosody::write_config(&p),
             ServerKind::Ejabberd => ejabberd::write_config(&p.dir),
+            ServerKind::Openfire => openfire::prepare_instance(&p.dir, p.http_port),
         }
         p
     }
@@ -166,9 +197,13 @@ impl XmppServer {
         self.kind
     }
 
-    /// `ws://127.0.0.1:<port>/xmpp-websocket`.
+    /// Its WebSocket endpoint: `ws://127.0.0.1:<port>/xmpp-websocket` (Prosody, ejabberd) or
+    /// `ws://127.0.0.1:<port>/ws/` (Openfire); subprotocol `xmpp`.
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/xmpp-websocket", self.http_port)
+        match self.kind {
+            ServerKind::Openfire => format!("ws://127.0.0.1:{}/ws/", self.http_port),
+            _ => format!("ws://127.0.0.1:{}/xmpp-websocket", self.http_port),
+        }
     }
 
     /// The loopback address of its HTTP (WebSocket) listener, e.g. to put a proxy in front.
@@ -186,6 +221,7 @@ impl XmppServer {
         let log = match self.kind {
             ServerKind::Prosody => std::fs::read_to_string(self.dir.join("prosody.log")).unwrap_or_default(),
             ServerKind::Ejabberd => std::fs::read_to_string(self.dir.join("instance/log/ejabberd.log")).unwrap_or_default(),
+            ServerKind::Openfire => openfire::log(&self.dir),
         };
         let stdout = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
         log + &stdout
@@ -196,6 +232,7 @@ impl XmppServer {
         let mut command = match self.kind {
             ServerKind::Prosody => prosody::command(&self.dir),
             ServerKind::Ejabberd => ejabberd::command(&self.dir, self.http_port),
+            ServerKind::Openfire => openfire::command(&self.dir),
         };
         let child = command
             .stdin(Stdio::null())
@@ -204,7 +241,11 @@ impl XmppServer {
             .spawn()
             .unwrap_or_else(|e| panic!("start {:?}: {e}", self.kind));
         self.child = Some(child);
-        let within = Duration::from_secs(30);
+        let within = match self.kind {
+            // A JVM loading a few hundred jars on a shared two-core machine: 5-15 s.
+            ServerKind::Openfire => Duration::from_secs(120),
+            _ => Duration::from_secs(30),
+        };
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -218,6 +259,13 @@ impl XmppServer {
                     std::fs::read_to_string(self.dir.join("stdout.log"))
                         .is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches)
                         && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                }
+                // Openfire keeps running when a port is taken: its log says so.
+                ServerKind::Openfire => {
+                    if let Some(clash) = openfire::start_failure(&self.dir) {
+                        panic!("Openfire could not start ({clash}):\n{}", self.log());
+                    }
+                    raw::stream_features(&self.url(), Duration::from_secs(2)).is_ok()
                 }
             };
             if serving {
@@ -259,7 +307,9 @@ impl XmppServer {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // Openfire shuts its modules down one after the other: 1-3 s, longer under load.
+            let within = if self.kind == ServerKind::Openfire { 30 } else { 10 };
+            let deadline = Instant::now() + Duration::from_secs(within);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
