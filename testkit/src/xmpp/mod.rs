@@ -1,6 +1,6 @@
 //! Throwaway XMPP servers for tests: a real Prosody, ejabberd or Openfire on loopback, each with
 //! its own configuration, data directory and free ports, started in the foreground and killed on
-//! drop.
+//! drop; and a cluster of ejabberd nodes ([`EjabberdCluster`]).
 //!
 //! Prosody and ejabberd come from Debian's packages (`cargo xtask test` installs them), Openfire
 //! from the unpacked home named by `OPENFIRE_HOME` ([`openfire_home`]); when one is missing,
@@ -13,11 +13,13 @@
 //! its own module ([`prosody`], [`ejabberd`], [`openfire`]); [`raw`] is a small client to check
 //! what a server does.
 
+mod cluster;
 mod ejabberd;
 mod openfire;
 mod prosody;
 pub mod raw;
 
+pub use cluster::EjabberdCluster;
 pub use openfire::openfire_home;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -97,6 +99,8 @@ pub struct XmppServer {
     sql: bool,
     /// How many times it was started (each start appends to `stdout.log`).
     launches: usize,
+    /// Extra environment for its launcher (an ejabberd cluster node's name, cookie, epmd).
+    env: Vec<(String, String)>,
 }
 
 /// A directory removed on drop.
@@ -143,13 +147,13 @@ impl XmppServer {
     }
 
     fn start_inner(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>) -> XmppServer {
-        let mut p = Self::prepare(kind, tls, archive_limit);
+        let mut p = Self::prepare(kind, tls, archive_limit, vec![]);
         p.launch();
         p
     }
 
     /// A server's directory and files, not started yet.
-    fn prepare(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>) -> XmppServer {
+    fn prepare(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>, env: Vec<(String, String)>) -> XmppServer {
         match kind {
             ServerKind::Prosody => prosody::check_installed(),
             ServerKind::Ejabberd => ejabberd::check_installed(),
@@ -178,6 +182,7 @@ impl XmppServer {
             child: None,
             _temp: Some(TempDir(dir)),
             launches: 0,
+            env,
         };
         match kind {
             ServerKind::Prosody => prosody::write_config(&p),
@@ -234,6 +239,7 @@ impl XmppServer {
             ServerKind::Ejabberd => ejabberd::command(&self.dir, self.http_port),
             ServerKind::Openfire => openfire::command(&self.dir),
         };
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
@@ -244,6 +250,8 @@ impl XmppServer {
         let within = match self.kind {
             // A JVM loading a few hundred jars on a shared two-core machine: 5-15 s.
             ServerKind::Openfire => Duration::from_secs(120),
+            // A cluster node waits for the other and joins it (copying its tables) first.
+            ServerKind::Ejabberd if !self.env.is_empty() => Duration::from_secs(90),
             _ => Duration::from_secs(30),
         };
         let deadline = Instant::now() + within;
