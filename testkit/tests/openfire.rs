@@ -112,7 +112,10 @@ fn accounts_chat_rooms_and_archives() {
     let started = Instant::now();
     server.restart();
     eprintln!("Openfire restarted (stop and start) in {:?}", started.elapsed());
-    let mut bob = RawClient::login(&url, "bob", "bob-pw", false);
+    // SCRAM-SHA-1 (Openfire's strongest SCRAM: no SCRAM-SHA-256) for an account registered in-band.
+    let mut bob = RawClient::connect(&url).expect("connect");
+    bob.authenticate_scram_sha1("bob", "bob-pw").expect("bob logs in with SCRAM-SHA-1");
+    bob.bind("scram").expect("bind");
     let (_, _) = archived(&mut bob, None, "hello bob");
     let (_, _) = archived(&mut bob, Some(&room), "hello room");
     let info = bob.iq("get", Some(&room), "<query xmlns='http://jabber.org/protocol/disco#info'/>");

@@ -1,5 +1,5 @@
 //! A minimal blocking XMPP client over WebSocket (RFC 7395), to check what a throwaway server
-//! does: in-band registration, SASL PLAIN, resource binding, stanzas as text, XEP-0313 queries,
+//! does: in-band registration, SASL PLAIN and SCRAM-SHA-1, resource binding, stanzas as text, XEP-0313 queries,
 //! XEP-0198 resumption.
 //!
 //! XML is handled as text: each WebSocket message is one element, and the helpers
@@ -91,6 +91,65 @@ impl RawClient {
         let answer = self.try_wait(ANSWER, |e| e.starts_with("<success") || e.starts_with("<failure"))?;
         if !answer.starts_with("<success") {
             return Err(answer);
+        }
+        self.open_stream(ANSWER)
+    }
+
+    /// SASL SCRAM-SHA-1 (RFC 5802, no channel binding), checking the server's signature, then
+    /// the stream is opened again; the error is the failure. `user` must need no escaping.
+    pub fn authenticate_scram_sha1(&mut self, user: &str, password: &str) -> Result<(), String> {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD as B64;
+        use hmac::{Hmac, Mac};
+        use sha1::{Digest, Sha1};
+        let hmac = |key: &[u8], data: &[u8]| {
+            let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("any key length");
+            mac.update(data);
+            mac.finalize().into_bytes().to_vec()
+        };
+        let client_nonce = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(self.next_id);
+            format!("{:016x}{:x}", h.finish(), std::process::id())
+        };
+        let client_first_bare = format!("n={user},r=missive{client_nonce}");
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>{}</auth>",
+            B64.encode(format!("n,,{client_first_bare}"))
+        ));
+        let challenge = self.try_wait(ANSWER, |e| e.starts_with("<challenge") || e.starts_with("<failure"))?;
+        let server_first = child_text(&challenge, "challenge").ok_or(challenge.clone())?;
+        let server_first = String::from_utf8(B64.decode(server_first.trim()).map_err(|e| format!("{challenge}: {e}"))?).map_err(|e| e.to_string())?;
+        let field = |name: &str| server_first.split(',').find_map(|f| f.strip_prefix(name)).map(str::to_owned);
+        let (Some(nonce), Some(salt), Some(iterations)) = (field("r="), field("s="), field("i=")) else {
+            return Err(format!("a SCRAM server-first-message without r, s or i: {server_first}"));
+        };
+        if !nonce.starts_with(&format!("missive{client_nonce}")) {
+            return Err(format!("the server's nonce does not extend ours: {server_first}"));
+        }
+        let salt = B64.decode(salt).map_err(|e| format!("salt: {e}"))?;
+        let iterations: u32 = iterations.parse().map_err(|e| format!("iterations: {e}"))?;
+        let mut salted = [0u8; 20];
+        pbkdf2::pbkdf2_hmac::<Sha1>(password.as_bytes(), &salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key = Sha1::digest(&client_key);
+        let client_final_bare = format!("c=biws,r={nonce}");
+        let auth_message = format!("{client_first_bare},{server_first},{client_final_bare}");
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        self.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            B64.encode(format!("{client_final_bare},p={}", B64.encode(proof)))
+        ));
+        let answer = self.try_wait(ANSWER, |e| e.starts_with("<success") || e.starts_with("<failure"))?;
+        if !answer.starts_with("<success") {
+            return Err(answer);
+        }
+        let expected = format!("v={}", B64.encode(hmac(&hmac(&salted, b"Server Key"), auth_message.as_bytes())));
+        let outcome = child_text(&answer, "success").and_then(|t| B64.decode(t.trim()).ok()).map(|v| String::from_utf8_lossy(&v).into_owned());
+        if outcome.as_deref() != Some(expected.as_str()) {
+            return Err(format!("the server's signature does not match ({answer}, expected {expected})"));
         }
         self.open_stream(ANSWER)
     }
