@@ -28,6 +28,20 @@
 #                        Then use ./ctl.sh <dir> <ejabberdctl command...>.
 #                        Don't toggle this on an existing <dir>: the mnesia schema
 #                        is bound to the node name (nonode@nohost vs ej_<hash>@localhost).
+#   EJ_NODE=<name>@localhost  cluster mode: Erlang distribution as node <name>@localhost,
+#                        registered with a PRIVATE epmd on 127.0.0.1:$EJ_EPMD_PORT that the
+#                        caller runs (`epmd -address 127.0.0.1 -port $EJ_EPMD_PORT`; erl never
+#                        starts one), listening on 127.0.0.1:$EJ_LISTEN_PORT, cookie $EJ_COOKIE
+#                        (all three required). Prints "missive-ejabberd-tables
+#                        [{Table,LocalStorageType,[Node...]}]" (where each table is written)
+#                        before the ready line.
+#   EJ_JOIN=<node>       with EJ_NODE: once started, wait (up to 60 s) until ejabberd runs on
+#                        <node>, then join its cluster (ejabberd_admin:join_cluster, as
+#                        `ejabberdctl join_cluster`: this node's own data is replaced by the
+#                        cluster's, every table copied here with the storage type it has there,
+#                        ejabberd restarted); prints "missive-ejabberd-join-failed <reason>" and
+#                        exits 1 when that fails. Only for the first start: a member restarts
+#                        without it and mnesia catches up from the running members.
 #   EJ_TEMPLATE=<file>   config template (default: ejabberd.yml.template next to this script)
 #   EJ_ARCHIVE_STORAGE=disc_copies|disc_only_copies|ram_copies
 #                        mnesia storage of the MAM + offline tables (default disc_copies;
@@ -98,7 +112,22 @@ export ERL_CRASH_DUMP_BYTES=0               # don't write crash dumps
 unset ERL_EPMD_PORT ERL_DIST_PORT || true
 
 DIST_ARGS=()
-if [ -n "${EJ_DIST_PORT:-}" ]; then
+JOIN=""
+TABLES=""
+if [ -n "${EJ_NODE:-}" ]; then
+    : "${EJ_EPMD_PORT:?EJ_NODE needs EJ_EPMD_PORT}" "${EJ_LISTEN_PORT:?EJ_NODE needs EJ_LISTEN_PORT}" "${EJ_COOKIE:?EJ_NODE needs EJ_COOKIE}"
+    export ERL_EPMD_PORT="$EJ_EPMD_PORT"
+    DIST_ARGS=(-sname "$EJ_NODE" -setcookie "$EJ_COOKIE" -start_epmd false
+               -kernel inet_dist_use_interface '{127,0,0,1}'
+               -kernel inet_dist_listen_min "$EJ_LISTEN_PORT" inet_dist_listen_max "$EJ_LISTEN_PORT")
+    if [ -n "${EJ_JOIN:-}" ]; then
+        # Started alongside <node>: wait (up to 60 s) until ejabberd runs there.
+        JOIN="Seed = '$EJ_JOIN', SeedUp = (fun Wait(0) -> false; Wait(K) -> case catch lists:keymember(ejabberd, 1, rpc:call(Seed, application, which_applications, [], 2000)) of true -> true; _ -> timer:sleep(100), Wait(K - 1) end end)(600),
+              case SeedUp andalso ejabberd_admin:join_cluster(atom_to_binary(Seed)) of ok -> ok; JoinError -> io:format(\"missive-ejabberd-join-failed ~p~n\", [JoinError]), erlang:halt(1) end,"
+    fi
+    TABLES="mnesia:wait_for_tables(mnesia:system_info(local_tables), 60000), io:format(\"missive-ejabberd-tables ~w~n\", [[{T, mnesia:table_info(T, storage_type), lists:sort(mnesia:table_info(T, where_to_write))} || T <- lists:sort(mnesia:system_info(tables) -- [schema])]]),"
+    rm -f "$DIR/dist.port"
+elif [ -n "${EJ_DIST_PORT:-}" ]; then
     # Stable per-dir node name (mnesia schema is bound to it).
     if [ ! -s "$DIR/node.name" ]; then
         echo "ej_$(printf '%s' "$DIR" | md5sum | cut -c1-10)@localhost" > "$DIR/node.name"
@@ -122,4 +151,4 @@ exec /usr/bin/erl -noinput \
     -mnesia dir "\"$DIR/db\"" \
     -ejabberd log_rotate_count 0 \
     -s ejabberd \
-    -eval "[catch mnesia:change_table_copy_type(T, node(), $STORAGE) || T <- [archive_msg, offline_msg]], io:format(\"missive-ejabberd-ready~n\")"
+    -eval "$JOIN [catch mnesia:change_table_copy_type(T, node(), $STORAGE) || T <- [archive_msg, offline_msg]], $TABLES io:format(\"missive-ejabberd-ready~n\")"

@@ -1,10 +1,26 @@
-//! Throwaway XMPP servers for tests: a real Prosody or ejabberd on loopback, each with its own
-//! configuration, data directory and free port, started in the foreground and killed on drop.
+//! Throwaway XMPP servers for tests: a real Prosody, ejabberd or Openfire on loopback, each with
+//! its own configuration, data directory and free ports, started in the foreground and killed on
+//! drop; and a cluster of ejabberd nodes ([`EjabberdCluster`]).
 //!
-//! Both come from Debian's packages (`cargo xtask test` installs them); when one is missing,
+//! Prosody and ejabberd come from Debian's packages (`cargo xtask test` installs them), Openfire
+//! from the unpacked home named by `OPENFIRE_HOME` ([`openfire_home`]); when one is missing,
 //! [`XmppServer::start`] panics with how to get it: a test needing it never skips.
 //! `MISSIVE_KEEP_XMPP=1` keeps the directory of a server whose test failed (its log is printed
 //! either way).
+//!
+//! This file owns what every kind shares: the server process, waiting until it serves, stopping,
+//! killing and restarting it, its temporary directory. Each kind's files and command line live in
+//! its own module ([`prosody`], [`ejabberd`], [`openfire`]); [`raw`] is a small client to check
+//! what a server does.
+
+mod cluster;
+mod ejabberd;
+mod openfire;
+mod prosody;
+pub mod raw;
+
+pub use cluster::EjabberdCluster;
+pub use openfire::openfire_home;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,7 +33,13 @@ pub const DOMAIN: &str = "localhost";
 pub const MUC_DOMAIN: &str = "conference.localhost";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports (all held open while choosing, so none is chosen twice).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
 }
 
 /// Which server.
@@ -27,6 +49,8 @@ pub enum ServerKind {
     Prosody,
     /// ejabberd 23.01 (Erlang).
     Ejabberd,
+    /// Openfire 5.1 (Java) with its Monitoring plugin for XEP-0313, from `OPENFIRE_HOME`.
+    Openfire,
 }
 
 /// Starts throwaway Prosody servers.
@@ -49,11 +73,18 @@ impl Ejabberd {
     }
 }
 
+/// Starts throwaway Openfire servers.
+pub struct Openfire;
+
+impl Openfire {
+    /// A fresh Openfire: see [`XmppServer::start`].
+    pub fn start() -> XmppServer {
+        XmppServer::start(ServerKind::Openfire)
+    }
+}
+
 /// The SQLite driver of Lua's DBI, which Prosody's SQL storage needs (Debian's `lua-dbi-sqlite3`).
 pub const LUA_DBI_SQLITE: &str = "/usr/lib/x86_64-linux-gnu/lua/5.4/dbd/sqlite3.so";
-
-const EJABBERD_RUN: &str = include_str!("../ejabberd/run.sh");
-const EJABBERD_CONFIG: &str = include_str!("../ejabberd/ejabberd.yml.template");
 
 /// A running XMPP server.
 pub struct XmppServer {
@@ -68,6 +99,8 @@ pub struct XmppServer {
     sql: bool,
     /// How many times it was started (each start appends to `stdout.log`).
     launches: usize,
+    /// Extra environment for its launcher (an ejabberd cluster node's name, cookie, epmd).
+    env: Vec<(String, String)>,
 }
 
 /// A directory removed on drop.
@@ -85,11 +118,16 @@ impl Drop for TempDir {
 impl XmppServer {
     /// Starts a fresh server of `kind` serving [`DOMAIN`] and [`MUC_DOMAIN`]: in-band
     /// registration open, MAM for every account and group, carbons, stream management with
-    /// resumption, members-only groups allowed; XMPP over WebSocket only, on loopback.
+    /// resumption, members-only groups allowed; XMPP over WebSocket at [`XmppServer::url`], on
+    /// loopback.
     ///
     /// Prosody keeps its data in SQLite (`mod_storage_sql`), as a deployment with archives
     /// should: its default file storage loads a user's whole archive on every archive query,
     /// so with thousands of messages per account the server spends its time re-reading them.
+    ///
+    /// Openfire needs `OPENFIRE_HOME` (see [`openfire_home`]) and panics without it; it archives
+    /// asynchronously (up to about a second after routing a message) and only messages with a
+    /// body.
     pub fn start(kind: ServerKind) -> XmppServer {
         Self::start_inner(kind, None, None)
     }
@@ -109,27 +147,32 @@ impl XmppServer {
     }
 
     fn start_inner(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>) -> XmppServer {
-        let (bin, package) = match kind {
-            ServerKind::Prosody => ("/usr/bin/prosody", "prosody"),
-            ServerKind::Ejabberd => ("/usr/sbin/ejabberdctl", "ejabberd"),
+        let mut p = Self::prepare(kind, tls, archive_limit, vec![]);
+        p.launch();
+        p
+    }
+
+    /// A server's directory and files, not started yet.
+    fn prepare(kind: ServerKind, tls: Option<(&str, &str)>, archive_limit: Option<u32>, env: Vec<(String, String)>) -> XmppServer {
+        match kind {
+            ServerKind::Prosody => prosody::check_installed(),
+            ServerKind::Ejabberd => ejabberd::check_installed(),
+            ServerKind::Openfire => drop(openfire::home_or_panic()),
+        }
+        let name = match kind {
+            ServerKind::Prosody => "prosody",
+            ServerKind::Ejabberd => "ejabberd",
+            ServerKind::Openfire => "openfire",
         };
-        assert!(
-            Path::new(bin).exists(),
-            "{package} is not installed: run `cargo xtask test` (it installs Debian's {package}) or `apt-get install {package}`"
-        );
-        assert!(
-            kind != ServerKind::Prosody || Path::new(LUA_DBI_SQLITE).exists(),
-            "Prosody's SQLite driver is not installed: run `cargo xtask test` (it installs Debian's lua-dbi-sqlite3) or `apt-get install lua-dbi-sqlite3`"
-        );
-        let dir = std::env::temp_dir().join(format!("missive-{package}-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
-        std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
+        let dir = std::env::temp_dir().join(format!("missive-{name}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("create the server directory");
         let https_port = tls.map(|(cert, key)| {
+            std::fs::create_dir_all(dir.join("certs")).expect("create the certs directory");
             std::fs::write(dir.join("certs/localhost.crt"), cert).expect("write the certificate");
             std::fs::write(dir.join("certs/localhost.key"), key).expect("write the key");
             free_port()
         });
-        let mut p = XmppServer {
+        let p = XmppServer {
             kind,
             http_port: free_port(),
             https_port,
@@ -139,15 +182,13 @@ impl XmppServer {
             child: None,
             _temp: Some(TempDir(dir)),
             launches: 0,
+            env,
         };
-        p.write_config();
-        if p.sql {
-            // Write-ahead logging (a setting kept in the file): Prosody's SQLite storage leaves
-            // SQLite's default rollback journal, which syncs twice per archived message.
-            let db = rusqlite::Connection::open(p.dir.join("data/prosody.sqlite")).expect("create Prosody's database");
-            db.pragma_update(None, "journal_mode", "WAL").expect("set WAL on Prosody's database");
+        match kind {
+            ServerKind::Prosody => prosody::write_config(&p),
+            ServerKind::Ejabberd => ejabberd::write_config(&p.dir),
+            ServerKind::Openfire => openfire::prepare_instance(&p.dir, p.http_port),
         }
-        p.launch();
         p
     }
 
@@ -161,9 +202,13 @@ impl XmppServer {
         self.kind
     }
 
-    /// `ws://127.0.0.1:<port>/xmpp-websocket`.
+    /// Its WebSocket endpoint: `ws://127.0.0.1:<port>/xmpp-websocket` (Prosody, ejabberd) or
+    /// `ws://127.0.0.1:<port>/ws/` (Openfire); subprotocol `xmpp`.
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/xmpp-websocket", self.http_port)
+        match self.kind {
+            ServerKind::Openfire => format!("ws://127.0.0.1:{}/ws/", self.http_port),
+            _ => format!("ws://127.0.0.1:{}/xmpp-websocket", self.http_port),
+        }
     }
 
     /// The loopback address of its HTTP (WebSocket) listener, e.g. to put a proxy in front.
@@ -179,94 +224,22 @@ impl XmppServer {
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
         let log = match self.kind {
-            ServerKind::Prosody => self.dir.join("prosody.log"),
-            ServerKind::Ejabberd => self.dir.join("instance/log/ejabberd.log"),
+            ServerKind::Prosody => std::fs::read_to_string(self.dir.join("prosody.log")).unwrap_or_default(),
+            ServerKind::Ejabberd => std::fs::read_to_string(self.dir.join("instance/log/ejabberd.log")).unwrap_or_default(),
+            ServerKind::Openfire => openfire::log(&self.dir),
         };
         let stdout = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
-        std::fs::read_to_string(log).unwrap_or_default() + &stdout
-    }
-
-    fn write_config(&self) {
-        if self.kind == ServerKind::Ejabberd {
-            std::fs::write(self.dir.join("run.sh"), EJABBERD_RUN).expect("write run.sh");
-            std::fs::write(self.dir.join("ejabberd.yml.template"), EJABBERD_CONFIG).expect("write the ejabberd config");
-            return;
-        }
-        let d = self.dir.display();
-        let config = format!(
-            r#"-- Generated by missive-testkit: a throwaway loopback server.
-run_as_root = true
-pidfile = "{d}/prosody.pid"
-data_path = "{d}/data"
-certificates = "{d}/certs"
-log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{d}/prosody.log" }} }}
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ }}
-c2s_direct_tls_ports = {{ }}
-legacy_ssl_ports = {{ }}
-http_interfaces = {{ "127.0.0.1" }}
-http_ports = {{ {port} }}
-{https}
-http_default_host = "localhost"
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-consider_websocket_secure = true
-allow_registration = true
-min_seconds_between_registrations = 0
-modules_enabled = {{ "roster", "saslauth", "disco", "carbons", "pep", "register", "mam", "smacks", "ping", "websocket", "time", "version" }}
-modules_disabled = {{ "s2s" }}
-{storage}
-archive_expires_after = "never"
-storage_archive_item_limit = {archive_limit}
-default_archive_policy = true
-max_archive_query_results = 250
-smacks_hibernation_time = 30
-VirtualHost "{DOMAIN}"
-Component "{MUC_DOMAIN}" "muc"
-    modules_enabled = {{ "muc_mam" }}
-    muc_room_locking = false
-    muc_room_default_public = false
-    muc_room_default_persistent = true
-    muc_log_all_rooms = true
-    muc_log_by_default = true
-    max_archive_query_results = 250
-"#,
-            port = self.http_port,
-            archive_limit = self.archive_limit,
-            storage = if self.sql {
-                r#"storage = "sql"
-sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
-            } else {
-                ""
-            },
-            https = match self.https_port {
-                None => "https_ports = { }".to_owned(),
-                Some(p) => format!(
-                    "https_ports = {{ {p} }}\nhttps_interfaces = {{ \"127.0.0.1\" }}\nhttps_ssl = {{ certificate = \"{d}/certs/localhost.crt\", key = \"{d}/certs/localhost.key\" }}"
-                ),
-            },
-            level = std::env::var("PROSODY_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-        );
-        std::fs::write(self.dir.join("prosody.cfg.lua"), config).expect("write the Prosody config");
+        log + &stdout
     }
 
     fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stdout.log")).expect("open the stdout log");
         let mut command = match self.kind {
-            ServerKind::Prosody => {
-                let mut c = Command::new("/usr/bin/prosody");
-                c.arg("-F").arg("--config").arg(self.dir.join("prosody.cfg.lua"));
-                c
-            }
-            ServerKind::Ejabberd => {
-                // run.sh execs the Erlang VM: the child is the server itself.
-                let mut c = Command::new("bash");
-                c.arg(self.dir.join("run.sh")).arg(self.dir.join("instance")).arg(self.http_port.to_string());
-                c.env("EJ_TEMPLATE", self.dir.join("ejabberd.yml.template"));
-                c.env("EJ_LOGLEVEL", std::env::var("EJABBERD_LOG_LEVEL").unwrap_or_else(|_| "warning".into()));
-                c
-            }
+            ServerKind::Prosody => prosody::command(&self.dir),
+            ServerKind::Ejabberd => ejabberd::command(&self.dir, self.http_port),
+            ServerKind::Openfire => openfire::command(&self.dir),
         };
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
@@ -274,17 +247,36 @@ sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
             .spawn()
             .unwrap_or_else(|e| panic!("start {:?}: {e}", self.kind));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let within = match self.kind {
+            // A JVM loading a few hundred jars on a shared two-core machine: 5-15 s.
+            ServerKind::Openfire => Duration::from_secs(120),
+            // A cluster node waits for the other and joins it (copying its tables) first.
+            ServerKind::Ejabberd if !self.env.is_empty() => Duration::from_secs(90),
+            _ => Duration::from_secs(30),
+        };
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("{:?} exited with {status}:\n{}", self.kind, self.log());
             }
-            // ejabberd converts its archive tables after starting: not ready before that.
-            let converted = self.kind == ServerKind::Prosody
-                || std::fs::read_to_string(self.dir.join("stdout.log"))
-                    .is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches);
-            // The port answering is not enough: it might be another process's (a clash).
-            if converted && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            let serving = match self.kind {
+                // The port answering is not enough: it might be another process's (a clash).
+                ServerKind::Prosody => TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok(),
+                // ejabberd converts its archive tables after starting: not ready before that.
+                ServerKind::Ejabberd => {
+                    std::fs::read_to_string(self.dir.join("stdout.log"))
+                        .is_ok_and(|l| l.matches("missive-ejabberd-ready").count() > self.launches)
+                        && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                }
+                // Openfire keeps running when a port is taken: its log says so.
+                ServerKind::Openfire => {
+                    if let Some(clash) = openfire::start_failure(&self.dir) {
+                        panic!("Openfire could not start ({clash}):\n{}", self.log());
+                    }
+                    raw::stream_features(&self.url(), Duration::from_secs(2)).is_ok()
+                }
+            };
+            if serving {
                 std::thread::sleep(Duration::from_millis(50));
                 if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
                     self.launches += 1;
@@ -292,7 +284,7 @@ sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
                 }
                 continue;
             }
-            assert!(Instant::now() < deadline, "{:?} did not listen within 30 s:\n{}", self.kind, self.log());
+            assert!(Instant::now() < deadline, "{:?} did not serve within {within:?}:\n{}", self.kind, self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -323,7 +315,9 @@ sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // Openfire shuts its modules down one after the other: 1-3 s, longer under load.
+            let within = if self.kind == ServerKind::Openfire { 30 } else { 10 };
+            let deadline = Instant::now() + Duration::from_secs(within);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -336,6 +330,11 @@ sql = { driver = "SQLite3", database = "prosody.sqlite" }"#
     pub fn kill_and_restart(&mut self) {
         self.kill();
         self.launch();
+    }
+
+    /// Its directory (data, configuration, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
