@@ -14,6 +14,7 @@ mod bench;
 mod bindings;
 mod chaos;
 mod fuzz;
+mod openfire;
 mod suites;
 mod util;
 

@@ -13,18 +13,27 @@ pub struct Outcome {
     pub failed: usize,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Tests of the suite that could not run here, and how to enable them (never counted as
+    /// passed).
+    pub not_run: Option<String>,
 }
 
 impl Outcome {
     pub fn broken(name: &'static str, error: String) -> Self {
-        Outcome { name, passed: 0, failed: 0, seconds: 0.0, error: Some(error) }
+        Outcome { name, passed: 0, failed: 0, seconds: 0.0, error: Some(error), not_run: None }
     }
 }
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.error {
-            None => write!(f, "suite {:<7} {} passed, {} failed ({:.0} s)", self.name, self.passed, self.failed, self.seconds),
+            None => {
+                write!(f, "suite {:<7} {} passed, {} failed ({:.0} s)", self.name, self.passed, self.failed, self.seconds)?;
+                match &self.not_run {
+                    Some(what) => write!(f, "; NOT RUN: {what}"),
+                    None => Ok(()),
+                }
+            }
             Some(e) => write!(f, "suite {:<7} BROKEN: {}", self.name, tail(e, 8)),
         }
     }
@@ -36,7 +45,20 @@ pub fn rust(root: &Path) -> Outcome {
     if let Err(e) = ensure_xmpp_servers() {
         return Outcome::broken("rust", e);
     }
-    let result = run_teed(Command::new("cargo").current_dir(root).args(["test", "--workspace", "--exclude", "xtask", "--no-fail-fast"]));
+    let mut cargo = Command::new("cargo");
+    cargo.current_dir(root).args(["test", "--workspace", "--exclude", "xtask", "--no-fail-fast"]);
+    let not_run = match crate::openfire::home(root) {
+        Ok(Some(home)) => {
+            cargo.env("OPENFIRE_HOME", home);
+            None
+        }
+        Ok(None) => {
+            cargo.args(["--", "--skip", "openfire::"]);
+            Some(format!("the Openfire tests (openfire::*): {}", crate::openfire::HOW_TO_ENABLE))
+        }
+        Err(e) => return Outcome::broken("rust", e),
+    };
+    let result = run_teed(&mut cargo);
     let (ok, out) = match result {
         Ok(r) => r,
         Err(e) => return Outcome::broken("rust", e),
@@ -49,7 +71,7 @@ pub fn rust(root: &Path) -> Outcome {
     if !ok && failed == 0 {
         return Outcome::broken("rust", format!("cargo test failed before running:\n{}", tail(&out, 20)));
     }
-    Outcome { name: "rust", passed, failed, seconds: started.elapsed().as_secs_f64(), error: None }
+    Outcome { name: "rust", passed, failed, seconds: started.elapsed().as_secs_f64(), error: None, not_run }
 }
 
 /// The XMPP transport's tests start real servers: Debian's Prosody (with its SQLite driver) and
@@ -134,7 +156,7 @@ pub fn kotlin(root: &Path) -> Outcome {
     if !ok && failed == 0 {
         return Outcome::broken("kotlin", format!("Maven failed:\n{}", tail(&out, 30)));
     }
-    Outcome { name: "kotlin", passed: run_count - failed - skipped, failed, seconds: started.elapsed().as_secs_f64(), error: None }
+    Outcome { name: "kotlin", passed: run_count - failed - skipped, failed, seconds: started.elapsed().as_secs_f64(), error: None, not_run: None }
 }
 
 /// The SwiftPM package, on the Swift toolchain of a Debian trixie root (see scripts/swift-env.sh).
@@ -172,5 +194,5 @@ pub fn swift(root: &Path) -> Outcome {
     if !ok && failed == 0 {
         return Outcome::broken("swift", format!("swift test failed:\n{}", tail(&out, 30)));
     }
-    Outcome { name: "swift", passed: executed - failed, failed, seconds: started.elapsed().as_secs_f64(), error: None }
+    Outcome { name: "swift", passed: executed - failed, failed, seconds: started.elapsed().as_secs_f64(), error: None, not_run: None }
 }

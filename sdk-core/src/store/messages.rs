@@ -643,12 +643,15 @@ pub fn receipts_sent(conn: &Connection, conversation: &str, sent: &[crate::trans
     Ok(())
 }
 
-/// Another device of ours sent the delivery receipt of the message its sender gave this id: it
-/// is not owed here any more. Only owed messages are looked at (`messages_receipt_owed`).
+/// Another device of ours sent the delivery receipt of the message its sender gave this id: it,
+/// and every message before it (a device sends its receipts in order, and archives only the
+/// newest of a batch), is not owed here any more. Only owed messages are updated
+/// (`messages_receipt_owed`).
 pub fn receipt_sent_elsewhere(conn: &Connection, conversation: &str, reference: &str) -> Result<()> {
     let sql = format!(
         "UPDATE messages SET receipt_flags = receipt_flags & ~{RECEIPT_OWED}
-         WHERE conversation_id = ?1 AND receipt_flags & {RECEIPT_OWED} != 0 AND seq IS NOT NULL AND coalesce(reply_id, client_id) = ?2"
+         WHERE conversation_id = ?1 AND receipt_flags & {RECEIPT_OWED} != 0 AND seq IS NOT NULL
+           AND seq <= (SELECT max(seq) FROM messages WHERE conversation_id = ?1 AND outgoing = 0 AND coalesce(reply_id, client_id) = ?2)"
     );
     conn.prepare_cached(&sql)?.execute(params![conversation, reference])?;
     Ok(())
@@ -923,7 +926,10 @@ mod tests {
         assert_eq!(reference_at(&conn, "c", 10).unwrap().map(|m| m.client_id).as_deref(), Some("b"), "the newest markable one");
         receipts_sent(&conn, "c", &owed_receipts(&conn, "c", 1).unwrap()).unwrap();
         assert_eq!(owed(10), ["c"]);
-        receipt_sent_elsewhere(&conn, "c", "c").unwrap();
+        apply_remote_run(&conn, "me", vec![ask("you", "e", 5, true, true), ask("you", "f", 6, true, true)]).unwrap();
+        receipt_sent_elsewhere(&conn, "c", "e").unwrap();
+        assert_eq!(owed(10), ["f"], "another device's receipt settles its message and those before it");
+        receipt_sent_elsewhere(&conn, "c", "f").unwrap();
         assert!(owed(10).is_empty());
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", owed_receipts_sql())).unwrap();
         let mut rows = stmt.raw_query();

@@ -95,6 +95,10 @@ pub struct XmppStats {
     pub resume_failed: u32,
     /// Archive queries sent for older history (`Request::History`), not counting sync.
     pub history_queries: u32,
+    /// Archives read again because a live message was not in them yet (servers that archive
+    /// after routing, such as Openfire), and live messages still missing after the last try.
+    pub archive_lag_re_reads: u32,
+    pub archive_lag_given_up: u32,
 }
 
 /// How long a connection waits for the answer to a XEP-0198 resumption.

@@ -32,6 +32,7 @@ pub const NS_RECEIPTS: &str = "urn:xmpp:receipts";
 pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
 pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const NS_HINTS: &str = "urn:xmpp:hints";
+pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 pub const NS_PAYLOAD: &str = "urn:missive:body:1";
@@ -126,16 +127,20 @@ pub fn marker(to: &str, groupchat: bool, kind: ReceiptKind, id: &str) -> Element
         .child(Element::new("store", NS_HINTS))
 }
 
-/// A XEP-0184 receipt for the message `id` of `to`, archived (so that the sender learns of it
-/// even if offline now, and our other devices that it is sent: ejabberd keeps bodiless messages
-/// only when asked).
-pub fn delivery_receipt(to: &str, id: &str) -> Element {
+/// A XEP-0184 receipt for the message `id` of `to`. `archived`: kept in the archives (so that
+/// the sender learns of it even if offline now, and our other devices that it is sent:
+/// ejabberd keeps bodiless messages only when asked); else only delivered, live or from
+/// offline storage (XEP-0334 `no-permanent-store`). Of a batch, only the newest is archived:
+/// receipts are cumulative to the SDK, and one archive entry per message received would halve
+/// what an archive of bounded size holds.
+pub fn delivery_receipt(to: &str, id: &str, archived: bool) -> Element {
+    let hint = if archived { "store" } else { "no-permanent-store" };
     Element::new("message", NS_CLIENT)
         .attr("to", to)
         .attr("type", "chat")
         .attr("id", uuid::Uuid::now_v7().to_string())
         .child(Element::new("received", NS_RECEIPTS).attr("id", id))
-        .child(Element::new("store", NS_HINTS))
+        .child(Element::new(hint, NS_HINTS))
 }
 
 /// A XEP-0085 chat state, never archived.

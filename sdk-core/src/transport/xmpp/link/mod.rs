@@ -10,6 +10,7 @@
 //! (XEP-0198), is not sent again, so a failed resume cannot duplicate it. Stream management
 //! acknowledgements are requested after every burst and answered when the server asks.
 
+mod lag;
 mod muc;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -53,6 +54,9 @@ enum PendingIq {
     Ping,
     /// A step of a room operation.
     Muc(String),
+    /// The name of a room we were invited to without one (Openfire drops the invitation's
+    /// reason): the room and who invited us.
+    RoomName { room: String, inviter: String },
 }
 
 /// An app's request for older messages, read from the archive a page of entries at a time
@@ -159,7 +163,15 @@ pub(super) struct LinkTask {
     /// stanza number and the engine's reply. Dropped with the link, so the engine sends them
     /// again on the next one.
     confirm_on_ack: VecDeque<(u32, Reply<()>)>,
+    /// Live messages their archive does not show yet (read again until it does).
+    lag: lag::ArchiveLag,
+    /// Messages that came before the engine's first sync (offline storage delivers at the
+    /// first presence): taken once the cursor is loaded.
+    early: Vec<Element>,
 }
+
+/// Messages kept before the first sync at most (past it they are left to the archive).
+const MAX_EARLY: usize = 1000;
 
 type Flow = Result<(), String>;
 
@@ -205,6 +217,8 @@ impl LinkTask {
             unseen: 0,
             re_read_for_unseen: false,
             confirm_on_ack: VecDeque::new(),
+            lag: lag::ArchiveLag::default(),
+            early: Vec::new(),
         }
     }
 
@@ -225,7 +239,14 @@ impl LinkTask {
             Ok(()) => loop {
                 let ack_due = self.ack_due;
                 let poll_due = self.poll_due;
+                let lag_due = self.lag.next_due();
                 let step = tokio::select! {
+                    _ = tokio::time::sleep_until(lag_due.unwrap_or_else(tokio::time::Instant::now)), if lag_due.is_some() => {
+                        match self.read_lagging_archives().await {
+                            Ok(()) => self.flush().await,
+                            e => e,
+                        }
+                    }
                     _ = tokio::time::sleep_until(poll_due.unwrap_or_else(tokio::time::Instant::now)), if poll_due.is_some() => {
                         self.poll_due = None;
                         match self.read_archive(archive::OWN.to_owned(), false).await {
@@ -475,9 +496,11 @@ impl LinkTask {
                         self.send(&marker(&conversation, true, ReceiptKind::Delivered, id)).await?;
                     }
                 } else {
-                    // XEP-0184: one receipt per message that asked for one, echoing its id.
-                    for m in receipts {
-                        self.send(&delivery_receipt(&conversation, &m.client_id)).await?;
+                    // XEP-0184: one receipt per message that asked for one, echoing its id; the
+                    // newest archived (see `delivery_receipt`).
+                    let newest = receipts.len().saturating_sub(1);
+                    for (i, m) in receipts.iter().enumerate() {
+                        self.send(&delivery_receipt(&conversation, &m.client_id, i == newest)).await?;
                     }
                 }
                 self.confirm_once_acknowledged(reply);
@@ -513,6 +536,9 @@ impl LinkTask {
             let rooms: Vec<String> = self.cursor.archives.keys().filter(|k| !k.is_empty()).cloned().collect();
             for room in rooms {
                 self.join(&room).await?;
+            }
+            for e in std::mem::take(&mut self.early) {
+                Box::pin(self.on_message(e)).await?;
             }
         }
         self.next_sync_read().await
@@ -596,6 +622,59 @@ impl LinkTask {
             self.re_read_for_unseen = false;
         }
         self.unseen = unseen;
+        Ok(())
+    }
+
+    /// An invitation to a room: follow the room (its archive is read from its start), join it,
+    /// and tell the engine of the group.
+    async fn on_invitation(&mut self, room: String, title: String, inviter: String) -> Flow {
+        if !self.cursor.follow(&room) {
+            return Ok(());
+        }
+        let untitled = title.is_empty();
+        let members = [self.me.clone(), inviter.clone()].into_iter().filter(|m| !m.is_empty()).collect();
+        let kind = RemoteEventKind::Membership { conversation: muc::group(&room, title, members), added: vec![self.me.clone()], removed: Vec::new() };
+        self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await?;
+        self.join(&room).await?;
+        if untitled {
+            self.ask_room_name(room, inviter).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks a room for its name (XEP-0030: the identity's name, which is the title the group
+    /// was configured with).
+    async fn ask_room_name(&mut self, room: String, inviter: String) -> Flow {
+        let id = self.new_id("name");
+        let stanza = iq("get", &id, Some(&room), Element::new("query", NS_DISCO_INFO));
+        self.iqs.insert(id, PendingIq::RoomName { room, inviter });
+        self.send(&stanza).await
+    }
+
+    /// A room's name came back: the group's title.
+    async fn on_room_name(&mut self, room: String, inviter: String, answer: &Element) -> Flow {
+        let name = answer
+            .get_child("query", NS_DISCO_INFO)
+            .and_then(|q| q.elements().find(|c| c.is("identity", NS_DISCO_INFO) && c.get_attr("category") == Some("conference")))
+            .and_then(|i| i.get_attr("name"))
+            .filter(|n| !n.is_empty() && *n != bare(&room).split('@').next().unwrap_or(""))
+            .map(str::to_owned);
+        let Some(title) = name else { return Ok(()) };
+        if !self.cursor.archives.contains_key(&room) {
+            return Ok(());
+        }
+        let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
+        let kind = RemoteEventKind::Membership { conversation: muc::group(&room, title, members), added: vec![self.me.clone()], removed: Vec::new() };
+        self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await
+    }
+
+    /// Reads again the archives that did not show a live message yet (see [`lag`]).
+    async fn read_lagging_archives(&mut self) -> Flow {
+        let due = self.lag.take_due(tokio::time::Instant::now());
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats.archive_lag_re_reads += due.len() as u32;
+        for archive in due {
+            self.read_archive(archive, false).await?;
+        }
         Ok(())
     }
 
@@ -768,11 +847,22 @@ impl LinkTask {
                 _ => Ok(()),
             };
         }
+        if matches!(self.phase, Phase::Start) {
+            // The cursor is not loaded until the engine's first sync: what these mean is
+            // worked out then (the engine asks at once).
+            if self.early.len() < MAX_EARLY {
+                self.early.push(e);
+            }
+            return Ok(());
+        }
         if bare(&from) == self.me && (e.get_child("sent", NS_CARBONS).is_some() || e.get_child("received", NS_CARBONS).is_some()) {
             return self.read_archive(archive::OWN.to_owned(), false).await;
         }
-        if matches!(classify(&e, None, &self.me), Archived::Invite { .. }) {
-            // Invitations come from the room but are archived in our own archive.
+        if let Archived::Invite { room, title, inviter } = classify(&e, None, &self.me) {
+            // Acted on as it comes (live, or stored offline and delivered at login): not every
+            // server archives it (Openfire's Monitoring plugin keeps only messages with a
+            // body). Where it is archived (in our own archive), reading it again is a no-op.
+            self.on_invitation(room, title, inviter).await?;
             return self.read_archive(archive::OWN.to_owned(), false).await;
         }
         let room = kind == "groupchat" || self.is_room(&from);
@@ -796,10 +886,15 @@ impl LinkTask {
                 Ok(())
             }
             _ if room && !self.cursor.archives.contains_key(&archive) => Ok(()),
-            Archived::Receipt { conversation, user, kind, id } if matches!(self.phase, Phase::Live) => {
+            Archived::Message { client_id, .. } => {
+                self.lag.expect(&archive, &client_id);
+                self.read_archive(archive, false).await
+            }
+            Archived::Receipt { conversation, user, kind, id } => {
                 // Other clients' receipts are not always archived (ejabberd keeps bodiless
-                // messages only with a store hint): take it live as well; applying it twice is
-                // harmless, receipts only move forward.
+                // messages only with a store hint, Openfire's Monitoring plugin none): take it
+                // live as well, during a sync too; applying it twice is harmless, receipts only
+                // move forward.
                 let kind = RemoteEventKind::Receipt { conversation, user, kind, seq: 0, message: Some(id) };
                 self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await?;
                 self.read_archive(archive, false).await
@@ -864,6 +959,7 @@ impl LinkTask {
         match pending {
             PendingIq::Ping => self.emit(Incoming::Pong).await,
             PendingIq::Muc(room) => self.on_muc_iq(&room, &e).await,
+            PendingIq::RoomName { room, inviter } => self.on_room_name(room, inviter, &e).await,
             PendingIq::Query => self.on_query_done(&id, &e).await,
             PendingIq::History(read) => {
                 let results = self.queries.remove(&id).map(|q| q.results).unwrap_or_default();
@@ -990,6 +1086,8 @@ impl LinkTask {
         let room = (!query.archive.is_empty()).then_some(query.archive.clone());
         let mut events = Vec::new();
         let mut invited = Vec::new();
+        let mut untitled = Vec::new();
+        let mut message_ids = Vec::new();
         for result in &query.results {
             let Some(entry) = read_archived(result, room.as_deref(), &self.me) else {
                 tracing::warn!("skipping a malformed archive result");
@@ -1001,6 +1099,7 @@ impl LinkTask {
                 // changes), archived in our own archive: not messages of the group.
                 Archived::Message { conversation, .. } if query.archive.is_empty() && self.is_room(&conversation) => None,
                 Archived::Message { conversation, sender, client_id, stable_client_id, reply_id, body, receipts } => {
+                    message_ids.push(client_id.clone());
                     let sender = match &room {
                         Some(room) => self.occupant(room, sender),
                         None => sender,
@@ -1027,6 +1126,9 @@ impl LinkTask {
                 }
                 Archived::Invite { room, title, inviter } => {
                     if self.cursor.follow(&room) {
+                        if title.is_empty() {
+                            untitled.push((room.clone(), inviter.clone()));
+                        }
                         invited.push(room.clone());
                         let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
                         Some(RemoteEventKind::Membership {
@@ -1060,6 +1162,20 @@ impl LinkTask {
             .collect();
         for room in invited {
             self.join(&room).await?;
+        }
+        // (Answered after this page's events are out: the title follows the group.)
+        for (room, inviter) in untitled {
+            self.ask_room_name(room, inviter).await?;
+        }
+        self.lag.seen(&query.archive, message_ids.iter().map(String::as_str));
+        let read_to_end = complete && !self.cued.contains(&query.archive);
+        if read_to_end {
+            let given_up = self.lag.given_up;
+            self.lag.after_read(&query.archive, tokio::time::Instant::now());
+            if self.lag.given_up > given_up {
+                tracing::debug!(archive = %query.archive, "a live message never showed in its archive");
+                self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats.archive_lag_given_up += 1;
+            }
         }
         if query.sync {
             if complete {

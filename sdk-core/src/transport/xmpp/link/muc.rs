@@ -4,7 +4,8 @@
 //! Creating one takes several round trips (join, configure, affiliate, invite), run here as a
 //! small state machine driven by the server's answers. Members are told by a mediated
 //! invitation, which lands in their own archive, so they learn of the group at their next sync
-//! even if they were offline; the group's title travels as the invitation's reason. Every
+//! even if they were offline; the group's title travels as the invitation's reason (or, where a server
+//! drops the reason, as Openfire does, as the room's name, asked for by disco#info). Every
 //! occupant joins with its bare JID as nickname, so senders are recognisable in the archive.
 //!
 //! A chat room is an open, persistent room whose messages are live only (not synced), as with
