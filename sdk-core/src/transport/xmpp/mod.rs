@@ -51,6 +51,9 @@ pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 pub struct XmppConfig {
     /// `ws://` or `wss://` WebSocket endpoint, e.g. `wss://chat.example.com/xmpp-websocket`.
     pub url: String,
+    /// More endpoints of the same service (the nodes of a cluster), tried in order after `url`
+    /// when one cannot be reached; the one that works is kept for the next connections.
+    pub fallback_urls: Vec<String>,
     /// The XMPP domain: usernames without `@` are taken to be on it.
     pub domain: String,
     /// The MUC service for groups, e.g. `conference.example.com`.
@@ -65,7 +68,24 @@ impl XmppConfig {
     /// The usual layout: `domain` and `conference.<domain>`.
     pub fn new(url: impl Into<String>, domain: impl Into<String>) -> Self {
         let domain = domain.into();
-        XmppConfig { url: url.into(), muc_domain: format!("conference.{domain}"), domain, initial_sync_limit: 500 }
+        XmppConfig { url: url.into(), fallback_urls: Vec::new(), muc_domain: format!("conference.{domain}"), domain, initial_sync_limit: 500 }
+    }
+
+    /// The same, with more endpoints of the service to fail over to (see `fallback_urls`).
+    ///
+    /// ```
+    /// use missive::transport::xmpp::XmppConfig;
+    /// let config = XmppConfig::new("wss://node1.example.com/ws", "example.com").with_fallbacks(["wss://node2.example.com/ws"]);
+    /// assert_eq!(config.endpoints(), ["wss://node1.example.com/ws", "wss://node2.example.com/ws"]);
+    /// ```
+    pub fn with_fallbacks<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.fallback_urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Every endpoint, in the order they are tried.
+    pub fn endpoints(&self) -> Vec<&str> {
+        std::iter::once(self.url.as_str()).chain(self.fallback_urls.iter().map(String::as_str)).collect()
     }
 }
 
@@ -82,6 +102,8 @@ struct Shared {
     stats: XmppStats,
     /// Where the server told us to connect next (`<close see-other-uri>`).
     redirect: Option<String>,
+    /// Which of the configured endpoints to try first (the last one that worked).
+    endpoint: usize,
 }
 
 /// How the streams of a transport went (for diagnostics and tests).
@@ -286,39 +308,78 @@ pub(super) fn redirect_allowed(from: &str, to: &str) -> bool {
     matches!(scheme(to).as_deref(), Some("ws" | "wss")) && scheme(from) == scheme(to)
 }
 
+/// Why a connection to one endpoint failed: it could not be reached (the next is tried), or it
+/// answered and the attempt failed there.
+enum OpenError {
+    Unreachable(TransportError),
+    Failed(TransportError),
+}
+use OpenError::{Failed, Unreachable};
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreachable(e) | Failed(e) => e.fmt(f),
+        }
+    }
+}
+
 impl XmppTransport {
+    /// Connects to the first endpoint that can be reached, starting with the last one that
+    /// worked; an endpoint that answers but refuses (credentials, a protocol error) ends the
+    /// attempt: it is the same service.
     async fn open(&self, auth: Auth) -> Result<Link, TransportError> {
+        let endpoints = self.config.endpoints();
+        let first = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).endpoint % endpoints.len();
+        let mut last_error = None;
+        for i in (0..endpoints.len()).map(|k| (first + k) % endpoints.len()) {
+            match self.open_endpoint(endpoints[i], auth.clone()).await {
+                Ok(link) => {
+                    self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).endpoint = i;
+                    return Ok(link);
+                }
+                Err(Unreachable(e)) => {
+                    tracing::debug!(endpoint = i, error = %e, "endpoint unreachable, trying the next");
+                    last_error = Some(e);
+                }
+                Err(Failed(e)) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or(TransportError::Closed))
+    }
+
+    async fn open_endpoint(&self, configured: &str, auth: Auth) -> Result<Link, OpenError> {
         // A redirect during the handshake is followed at once (one hop).
-        match self.open_once(auth.clone()).await {
+        match self.open_once(configured, auth.clone()).await {
             Err(e) if self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redirect.is_some() => {
                 tracing::debug!(error = %e, "following the server's redirect");
-                self.open_once(auth).await
+                self.open_once(configured, auth).await
             }
             other => other,
         }
     }
 
-    async fn open_once(&self, auth: Auth) -> Result<Link, TransportError> {
+    async fn open_once(&self, configured: &str, auth: Auth) -> Result<Link, OpenError> {
         // A redirect from the server is tried once; if it fails, the configured URL again.
         let redirect = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redirect.take();
-        let url = redirect.unwrap_or_else(|| self.config.url.clone());
-        let mut request = url.as_str().into_client_request().map_err(io)?;
+        let url = redirect.unwrap_or_else(|| configured.to_owned());
+        let mut request = url.as_str().into_client_request().map_err(|e| Failed(io(e)))?;
         let loopback = request.uri().host().is_some_and(is_loopback);
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("xmpp"));
         let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
         let (ws, response) =
             tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(Connector::Rustls(self.tls.clone())))
                 .await
-                .map_err(io)?;
+                .map_err(|e| Unreachable(io(e)))?;
         if response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()) != Some("xmpp") {
-            return Err(TransportError::Io("the server did not accept the xmpp subprotocol".into()));
+            return Err(Failed(TransportError::Io("the server did not accept the xmpp subprotocol".into())));
         }
         let mut hs = Handshake { ws, redirect: None };
         let result = self.handshake(&mut hs, &url, loopback, auth).await;
         if let Some(to) = hs.redirect.take() {
             self.follow_redirect(&url, to);
         }
-        let (jid, token, session, resumed_h) = result?;
+        let (jid, token, session, resumed_h) = result.map_err(Failed)?;
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (in_tx, in_rx) = mpsc::channel(1024);
         let task = link::LinkTask::new(hs.ws, in_tx, jid.clone(), session, self.config.clone(), self.shared.clone(), resumed_h, url);
