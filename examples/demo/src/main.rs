@@ -5,7 +5,10 @@
 //! ends with one summary line: sent, delivered, lost, duplicated.
 //!
 //! `-- --xmpp` plays the same script over the XMPP transport against a throwaway Prosody on
-//! loopback (Debian's `prosody` must be installed); `-- --xmpp <ws-url> --domain <domain>` against
+//! loopback (Debian's `prosody` must be installed), `-- --xmpp openfire` against a throwaway
+//! Openfire (`OPENFIRE_HOME`: an unpacked Openfire with the Monitoring plugin; `cargo xtask test`
+//! unpacks the vendored one into `~/.cache/missive/openfire-5.1.1/openfire`);
+//! `-- --xmpp <ws-url> --domain <domain>` against
 //! an existing XMPP server with open registration (names get a random suffix; the outage scene
 //! is skipped, the server not being ours to stop).
 
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use missive::{BackoffConfig, Client, ClientConfig, ConnectionState, Event, EventStream, MessageState};
 use missive_server::{Server, ServerConfig, ServerHandle};
-use missive_testkit::xmpp::{Prosody, XmppServer};
+use missive_testkit::xmpp::{Openfire, Prosody, XmppServer, openfire_home};
 
 const PASSWORD: &str = "demo-password-1";
 const WAIT: Duration = Duration::from_secs(30);
@@ -56,6 +59,15 @@ impl Backend {
                     let url = prosody.url();
                     Backend::Xmpp { prosody: Some(prosody), url, domain: "localhost".into(), suffix: String::new() }
                 }
+                (Some(kind), None, _) if kind == "openfire" => {
+                    if openfire_home().is_none() {
+                        eprintln!("--xmpp openfire needs OPENFIRE_HOME: an unpacked Openfire 5.1 with its Monitoring plugin");
+                        std::process::exit(2);
+                    }
+                    let openfire = Openfire::start();
+                    let url = openfire.url();
+                    Backend::Xmpp { prosody: Some(openfire), url, domain: "localhost".into(), suffix: String::new() }
+                }
                 (Some(url), Some("--domain"), Some(domain)) => {
                     let suffix = format!("-{:04x}", std::process::id() % 0x10000);
                     Backend::Xmpp { prosody: None, url: url.clone(), domain: domain.clone(), suffix }
@@ -69,7 +81,7 @@ impl Backend {
     fn describe(&self) -> String {
         match self {
             Backend::Native { port, .. } => format!("reference server on ws://127.0.0.1:{port}"),
-            Backend::Xmpp { prosody: Some(_), url, .. } => format!("XMPP transport, throwaway Prosody at {url}"),
+            Backend::Xmpp { prosody: Some(server), url, .. } => format!("XMPP transport, throwaway {:?} at {url}", server.kind()),
             Backend::Xmpp { url, domain, .. } => format!("XMPP transport, {domain} at {url}"),
         }
     }
@@ -116,7 +128,7 @@ impl Backend {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: missive-demo [--xmpp [<ws-url> --domain <domain>]]");
+    eprintln!("usage: missive-demo [--xmpp [openfire | <ws-url> --domain <domain>]]");
     std::process::exit(2)
 }
 
