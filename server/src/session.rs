@@ -88,7 +88,7 @@ where
     };
     let conn_id: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (sink, mut frames) = ws.split();
-    let (tx, rx) = mpsc::channel(limits.outbound_queue);
+    let (tx, rx) = mpsc::channel(8_192);
     let peer = Peer::new(tx.clone());
     let writer = tokio::spawn(write_loop(sink, rx, peer.clone(), limits.write_timeout));
 

@@ -250,3 +250,44 @@ async fn logs_never_contain_passwords_or_tokens() {
         assert!(!logs.contains(secret), "a secret leaked into the logs:\n{logs}");
     }
 }
+
+/// An acknowledgement means the commit is on disk: the store runs `synchronous=FULL` unless
+/// configured otherwise.
+#[tokio::test]
+async fn commits_are_synchronous_full_by_default_and_normal_on_request() {
+    let server = TestServer::start().await;
+    assert_eq!(server.handle.synchronous().await, Some(2), "synchronous=FULL");
+    let normal = TestServer::start_with(|c| c.synchronous = missive_server::Synchronous::Normal).await;
+    assert_eq!(normal.handle.synchronous().await, Some(1), "synchronous=NORMAL");
+}
+
+/// The binary takes its connection caps and durability from the command line.
+#[tokio::test]
+async fn the_binary_takes_connection_caps_and_durability_from_its_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let process = Process(
+        Command::new(env!("CARGO_BIN_EXE_missive-server"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.path())
+            .args(["--max-connections", "3", "--max-connections-per-address", "1", "--synchronous", "normal"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the server binary"),
+    );
+    wait_listening(port).await;
+    let here: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    // (The probe of `wait_listening` held a place until the server saw it go.)
+    let mut first = Client::connect_from_when_free(&url, here).await;
+    assert!(Client::try_raw_from(&url, here).await.is_none(), "one connection per address");
+    let _b = Client::connect_from_when_free(&url, "127.0.0.2".parse().unwrap()).await;
+    let _c = Client::connect_from_when_free(&url, "127.0.0.3".parse().unwrap()).await;
+    assert!(Client::try_raw_from(&url, "127.0.0.4".parse().unwrap()).await.is_none(), "three connections in all");
+    first.ping().await;
+    drop(process);
+    let bad = Command::new(env!("CARGO_BIN_EXE_missive-server")).args(["--synchronous", "sometimes"]).stderr(Stdio::piped()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("full or normal"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

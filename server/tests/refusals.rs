@@ -356,3 +356,20 @@ async fn connections_beyond_the_limit_are_refused() {
     let third = tokio_tungstenite::client_async(server.url(), tokio::net::TcpStream::connect(addr).await.unwrap()).await;
     assert!(third.is_err(), "a third connection was served");
 }
+
+/// Beyond `max_connections_per_address` open connections from one address, new ones from it are
+/// refused; other addresses are still served, and a closed connection gives its place back.
+#[tokio::test]
+async fn connections_beyond_the_limit_per_address_are_refused() {
+    let server = TestServer::start_with(|c| c.limits.max_connections_per_address = 2).await;
+    let url = server.url();
+    let here: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let there: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let first = Client::connect_from(&url, here).await;
+    let _second = Client::connect_from(&url, here).await;
+    assert!(Client::try_raw_from(&url, here).await.is_none(), "a third connection from one address was served");
+    let mut elsewhere = Client::connect_from(&url, there).await;
+    elsewhere.ping().await;
+    drop(first);
+    Client::connect_from_when_free(&url, here).await.ping().await;
+}

@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn a_batch_lands_as_sends_one_by_one_and_refusals_stay_alone() {
         let mut conn = Connection::open_in_memory().unwrap();
-        schema::prepare(&mut conn).unwrap();
+        schema::prepare(&mut conn, "FULL").unwrap();
         let [ann, ben, cat] = ["ann", "ben", "cat"].map(|n| accounts::create_user(&conn, n, "hash", 1).unwrap());
         let ann_ben = conversations::create_direct(&conn, ann, "ann", "ben", 1).unwrap().0.id as i64;
         let ann_cat = conversations::create_direct(&conn, ann, "ann", "cat", 1).unwrap().0.id as i64;

@@ -15,6 +15,7 @@ use missive_sqlite_worker::Worker;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::config::Synchronous;
 use crate::error::{ApiError, ApiResult};
 
 /// A cheap handle to the store thread.
@@ -27,9 +28,9 @@ impl Db {
     /// Opens (creating and migrating) the database at `path` and starts its thread. The returned
     /// receiver fires when the thread has committed its last batch and closed the database, which
     /// happens once every `Db` handle is dropped.
-    pub fn open(path: &Path) -> Result<(Db, oneshot::Receiver<()>), rusqlite::Error> {
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<(Db, oneshot::Receiver<()>), rusqlite::Error> {
         let mut conn = Connection::open(path)?;
-        schema::prepare(&mut conn)?;
+        schema::prepare(&mut conn, synchronous.pragma())?;
         let (worker, closed) = Worker::spawn(conn, "missive-db");
         Ok((Db { worker }, closed))
     }
@@ -61,6 +62,12 @@ impl Db {
                 done(Err(ApiError::refuse(ErrorCode::Unavailable, "server is shutting down")));
             }
         }
+    }
+
+    /// The `synchronous` setting of the store thread's connection (as SQLite reports it: 2 is
+    /// `FULL`, 1 is `NORMAL`).
+    pub async fn synchronous(&self) -> ApiResult<i64> {
+        self.call(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?)).await
     }
 
     /// Runs `work` in the store thread and waits for its committed result.

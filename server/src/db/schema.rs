@@ -69,12 +69,12 @@ CREATE TABLE inbox (
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Sets the connection pragmas and migrates to [`VERSION`]. A database from a newer build is
-/// refused rather than touched.
-pub fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
+/// Sets the connection pragmas (`synchronous` is `FULL` or `NORMAL`) and migrates to [`VERSION`].
+/// A database from a newer build is refused rather than touched.
+pub fn prepare(conn: &mut Connection, synchronous: &str) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -102,8 +102,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let mut conn = Connection::open(&path).unwrap();
-        prepare(&mut conn).unwrap();
-        prepare(&mut conn).unwrap();
+        prepare(&mut conn, "FULL").unwrap();
+        prepare(&mut conn, "FULL").unwrap();
         let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(v, VERSION);
     }
@@ -112,7 +112,7 @@ mod tests {
     fn refuses_a_newer_schema() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", VERSION + 1).unwrap();
-        let err = prepare(&mut conn).unwrap_err();
+        let err = prepare(&mut conn, "FULL").unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
     }
 }
