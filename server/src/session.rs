@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 use crate::Ctx;
 use crate::handlers::{self, Identity, QueuedSend};
 use crate::hub::{ConnId, Outbound, Peer};
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{RefusalMeter, TokenBucket};
 
 /// Malformed frames tolerated on one connection before it is closed.
 const MAX_MALFORMED: u32 = 10;
@@ -99,7 +99,7 @@ where
         conn_id,
         phase: Phase::AwaitHello,
         bucket: TokenBucket::new(limits.requests_per_second, limits.burst, Instant::now()),
-        limited_in_a_row: 0,
+        refusals: RefusalMeter::new(limits.flood_refusals, limits.flood_window, Instant::now()),
         held_sends: HeldSends::default(),
         malformed: 0,
         sends: Vec::new(),
@@ -228,7 +228,8 @@ pub(crate) struct Connection {
     pub conn_id: ConnId,
     pub phase: Phase,
     bucket: TokenBucket,
-    limited_in_a_row: u32,
+    /// Rate-limit refusals within the flood window: too many close the connection (4003).
+    refusals: RefusalMeter,
     held_sends: HeldSends,
     malformed: u32,
     /// Sends received and not yet submitted to the store, in arrival order.
@@ -328,8 +329,7 @@ impl Connection {
             _ => None,
         };
         if let Err(wait) = self.bucket.try_take(now) {
-            self.limited_in_a_row += 1;
-            if self.limited_in_a_row > self.ctx.config.limits.burst {
+            if self.refusals.refused(now) {
                 return Flow::Close(close::FLOOD);
             }
             if let Some(client_id) = sending {
@@ -340,7 +340,6 @@ impl Connection {
             self.peer.error(rid, error);
             return Flow::Continue;
         }
-        self.limited_in_a_row = 0;
         if let Some(client_id) = sending {
             if !self.held_sends.admit(client_id, now) {
                 let mut error = v1::Error::new(ErrorCode::RateLimited, "an earlier message was refused; send it first");

@@ -199,6 +199,7 @@ async fn floods_are_rate_limited_then_cut_off() {
     let server = TestServer::start_with(|c| {
         c.limits.requests_per_second = 20;
         c.limits.burst = 20;
+        c.limits.flood_refusals = 20;
     })
     .await;
     Client::register(&server.url(), "alice").await;
@@ -222,6 +223,56 @@ async fn floods_are_rate_limited_then_cut_off() {
     }
     assert_eq!(c.closed_with().await, close::FLOOD);
     still_serving(&server.url()).await;
+}
+
+/// A client that keeps sending faster than its rate is cut off even when it never collects
+/// many refusals in a row: refusals are counted over a window.
+#[tokio::test]
+async fn a_flood_interleaved_with_accepted_requests_is_cut_off() {
+    let server = TestServer::start_with(|c| {
+        c.limits.requests_per_second = 200;
+        c.limits.burst = 2;
+        c.limits.flood_refusals = 50;
+        c.limits.flood_window = Duration::from_secs(60);
+    })
+    .await;
+    Client::register(&server.url(), "alice").await;
+    let mut c = Client::login(&server.url(), "alice", "phone").await;
+    // Each round: wait as long as the last refusal said, then send three pings. The first
+    // gets the token that came back; at most two are refused before the next round's first.
+    let mut refused = 0;
+    let mut wait = 10;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(wait.into())).await;
+        let mut ids = vec![];
+        for nonce in 0..3 {
+            match c.try_send(Request::Ping(v1::Ping { nonce })).await {
+                Some(id) => ids.push(id),
+                None => break,
+            }
+        }
+        let mut answered = 0;
+        while answered < ids.len() && c.pump().await {
+            for &id in &ids {
+                match c.take_reply(id) {
+                    Some(v1::reply::Result::Error(e)) => {
+                        assert_eq!(e.code(), ErrorCode::RateLimited);
+                        wait = e.retry_after_ms + 2; // the hint is rounded down to whole ms
+                        refused += 1;
+                        answered += 1;
+                    }
+                    Some(_) => answered += 1,
+                    None => {}
+                }
+            }
+        }
+        if c.closed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(c.closed, Some(close::FLOOD), "after {refused} refusals");
+    assert!(refused >= 50, "{refused} refusals before the close");
+    Client::login(&server.url(), "alice", "other").await;
 }
 
 /// A rate-limited send holds back the sends after it on that connection until it is sent
