@@ -16,7 +16,6 @@ use futures_util::{SinkExt, StreamExt};
 use missive_proto::v1::{self, ErrorCode, client_frame::Request, reply};
 use missive_proto::{CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION, close, codec};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -24,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 
 use crate::Ctx;
 use crate::handlers::{self, Identity, QueuedSend};
-use crate::hub::{ConnId, Outbound, Peer};
+use crate::hub::{ConnId, Outbound, OutboundQueue, Peer};
 use crate::ratelimit::{RefusalMeter, TokenBucket};
 
 /// Malformed frames tolerated on one connection before it is closed.
@@ -88,14 +87,12 @@ where
     };
     let conn_id: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (sink, mut frames) = ws.split();
-    let (tx, rx) = mpsc::channel(8_192);
-    let peer = Peer::new(tx.clone());
-    let writer = tokio::spawn(write_loop(sink, rx, peer.clone(), limits.write_timeout));
+    let (peer, queue) = Peer::new(limits.outbound_queue_bytes);
+    let writer = tokio::spawn(write_loop(sink, queue, peer.clone(), limits.write_timeout));
 
     let mut conn = Connection {
         ctx: ctx.clone(),
         peer: peer.clone(),
-        outbound: tx,
         conn_id,
         phase: Phase::AwaitHello,
         bucket: TokenBucket::new(limits.requests_per_second, limits.burst, Instant::now()),
@@ -151,7 +148,7 @@ where
     match code {
         // Ordered after the replies already queued; falls back to an abrupt close.
         Some(code) => {
-            if conn.outbound.try_send(Outbound::Close(code)).is_err() {
+            if !peer.close_after_queued(code) {
                 peer.close(code);
             }
         }
@@ -161,7 +158,6 @@ where
     // Sends received before the end are stored (their acks may not reach the client; it sends
     // them again and gets the same acks).
     conn.flush_sends().await;
-    drop(conn.outbound);
     if let Phase::Authenticated(identity) = &conn.phase {
         handlers::on_disconnect(&ctx, identity.clone()).await;
     }
@@ -174,7 +170,7 @@ where
 /// Most frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 256;
 
-async fn write_loop<W>(mut sink: W, mut rx: mpsc::Receiver<Outbound>, peer: Peer, write_timeout: std::time::Duration)
+async fn write_loop<W>(mut sink: W, mut rx: OutboundQueue, peer: Peer, write_timeout: std::time::Duration)
 where
     W: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
@@ -193,12 +189,12 @@ where
                     sink.feed(Message::Binary(bytes)).await?;
                     for _ in 1..MAX_FRAMES_PER_FLUSH {
                         match rx.try_recv() {
-                            Ok(Outbound::Frame(bytes)) => sink.feed(Message::Binary(bytes)).await?,
-                            Ok(Outbound::Close(code)) => {
+                            Some(Outbound::Frame(bytes)) => sink.feed(Message::Binary(bytes)).await?,
+                            Some(Outbound::Close(code)) => {
                                 closing = Some(code);
                                 break;
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     sink.flush().await
@@ -216,15 +212,17 @@ where
             None => return,
         }
     };
+    // What is still queued is dropped now; the close frame follows what the socket already took,
+    // if the peer reads it within the write timeout.
+    drop(rx);
     let frame = CloseFrame { code: code.into(), reason: close_reason(code).into() };
-    let _ = timeout(std::time::Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    let _ = timeout(write_timeout, sink.send(Message::Close(Some(frame)))).await;
     let _ = timeout(std::time::Duration::from_secs(1), sink.close()).await;
 }
 
 pub(crate) struct Connection {
     pub ctx: Arc<Ctx>,
     pub peer: Peer,
-    pub outbound: mpsc::Sender<Outbound>,
     pub conn_id: ConnId,
     pub phase: Phase,
     bucket: TokenBucket,

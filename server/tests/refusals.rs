@@ -424,3 +424,33 @@ async fn connections_beyond_the_limit_per_address_are_refused() {
     drop(first);
     Client::connect_from_when_free(&url, here).await.ping().await;
 }
+
+/// A client that does not read pins at most `outbound_queue_bytes` of the server's memory: past
+/// that, it is closed as a slow consumer (4004), however few frames that is.
+#[tokio::test]
+async fn a_client_that_does_not_read_is_closed_when_its_queue_exceeds_its_bytes() {
+    let server = TestServer::start_with(|c| {
+        c.limits.outbound_queue_bytes = 256 * 1024;
+        c.limits.write_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let url = server.url();
+    Client::register(&url, "alice").await;
+    Client::register(&url, "bob").await;
+    let mut alice = Client::login(&url, "alice", "phone").await;
+    let dm = alice.direct("bob").await;
+    let mut bob = Client::login_live(&url, "bob", "phone").await;
+    // Bob reads nothing while alice sends far more than the socket buffers hold (each message
+    // is one live event for bob, 700 frames in all).
+    let text = "x".repeat(60_000);
+    for i in 0..700 {
+        alice.send_text(dm.id, &format!("m{i}"), &text).await;
+    }
+    let mut received = 0;
+    while bob.pump().await {
+        received += bob.events.drain(..).count();
+    }
+    assert_eq!(bob.closed, Some(close::SLOW_CONSUMER), "after {received} events");
+    assert!(received < 700, "{received} events");
+    still_serving(&url).await;
+}
