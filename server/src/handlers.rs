@@ -3,6 +3,7 @@
 //! commit, so one connection can pipeline many requests and they are processed in arrival order.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use missive_proto::v1::{self, ConversationKind, ErrorCode, client_frame::Request, reply};
 use missive_proto::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, PROTOCOL_VERSION, close, validate};
@@ -12,6 +13,8 @@ use crate::auth;
 use crate::db::accounts::{self, UserId};
 use crate::db::{conversations, messages, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::hashing::Busy;
+use crate::throttle::AuthThrottle;
 use crate::hub::{ConnId, Hub, Peer};
 use crate::session::{Connection, Flow, Phase};
 
@@ -55,24 +58,64 @@ fn check_password(password: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::refuse(ErrorCode::Internal, "password hashing failed"))
+/// The refusal for a job the hashing pool would not take.
+fn hashing_busy(busy: Busy) -> ApiError {
+    match busy {
+        Busy::Server => {
+            let mut e = v1::Error::new(ErrorCode::Unavailable, "too many logins at once; try again shortly");
+            e.retry_after_ms = 1_000;
+            ApiError::Refused(e)
+        }
+        Busy::Address => {
+            let mut e = v1::Error::new(ErrorCode::RateLimited, "too many logins from this address at once");
+            e.retry_after_ms = 1_000;
+            ApiError::Refused(e)
+        }
+    }
+}
+
+/// The refusal for an attempt the throttle holds back for `wait`.
+fn throttled(wait: Duration, what: &str) -> ApiError {
+    let mut e = v1::Error::new(ErrorCode::RateLimited, format!("too many {what}; try again later"));
+    e.retry_after_ms = wait.as_millis().clamp(1, u32::MAX as u128) as u32;
+    ApiError::Refused(e)
+}
+
+fn bad_credentials() -> ApiError {
+    ApiError::refuse(ErrorCode::BadCredentials, "wrong username or password")
 }
 
 /// Register, Login or Resume. On success the connection becomes authenticated and joins the hub.
+///
+/// Order matters for what an attacker can make the server spend: cheap checks first (input,
+/// throttles, whether the name is taken), the password hash last, in the bounded pool.
 pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Request) -> Flow {
     let ctx = conn.ctx.clone();
+    let address = conn.address;
     let ttl = ctx.config.limits.token_ttl.as_millis() as i64;
+    let throttle = |f: &mut dyn FnMut(&mut AuthThrottle, Instant)| {
+        let mut t = ctx.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut t, Instant::now());
+    };
     let result: ApiResult<(UserId, String, String, Option<String>, [u8; 32], i64)> = async {
         match request {
             Request::Register(r) => {
                 validate::username(&r.username)?;
                 check_password(&r.password)?;
                 let device = device_or_default(r.device_id)?;
-                let hash = blocking(move || auth::hash_password(&r.password)).await?;
+                let mut allowed = Ok(());
+                throttle(&mut |t, now| allowed = t.check_registration(address, now));
+                allowed.map_err(|wait| throttled(wait, "registrations or failures from this address"))?;
+                let name = r.username.clone();
+                if ctx.db.call(move |c| accounts::credentials(c, &name)).await?.is_some() {
+                    throttle(&mut |t, now| t.address_failed(address, now));
+                    return Err(ApiError::refuse(ErrorCode::UsernameTaken, "username is taken"));
+                }
+                let password = r.password;
+                let hash = ctx.hashes.run(address, move |w| w.hash_password(&password)).await.map_err(hashing_busy)?;
                 let (token, token_hash) = auth::new_token();
                 let (name, dev) = (r.username.clone(), device.clone());
-                let (user, expires) = ctx
+                let created = ctx
                     .db
                     .call(move |c| {
                         let now = now_ms();
@@ -80,12 +123,29 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                         accounts::insert_token(c, user, &dev, &token_hash, now, now + ttl)?;
                         Ok((user, now + ttl))
                     })
-                    .await?;
-                tracing::info!(user = %r.username, device = %device, "registered");
+                    .await;
+                let (user, expires) = match created {
+                    Err(e) => {
+                        throttle(&mut |t, now| t.address_failed(address, now));
+                        return Err(e);
+                    }
+                    Ok(created) => created,
+                };
+                throttle(&mut |t, now| t.registered(address, now));
+                tracing::info!(user = %r.username, device = ?device, "registered");
                 Ok((user, r.username, device, Some(token), token_hash, expires))
             }
             Request::Login(r) => {
                 let device = device_or_default(r.device_id)?;
+                if validate::username(&r.username).is_err() {
+                    // No such account can exist; the name is not logged (it could forge lines).
+                    throttle(&mut |t, now| t.address_failed(address, now));
+                    tracing::debug!("login refused: malformed username");
+                    return Err(bad_credentials());
+                }
+                let mut allowed = Ok(());
+                throttle(&mut |t, now| allowed = t.check_login(&r.username, address, now));
+                allowed.map_err(|wait| throttled(wait, "failed logins"))?;
                 let name = r.username.clone();
                 let stored = ctx.db.call(move |c| accounts::credentials(c, &name)).await?;
                 let (user, hash) = match stored {
@@ -93,11 +153,13 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                     None => (None, auth::dummy_hash().to_owned()),
                 };
                 let password = r.password;
-                let ok = blocking(move || auth::verify_password(&password, &hash)).await?;
+                let ok = ctx.hashes.run(address, move |w| w.verify_password(&password, &hash)).await.map_err(hashing_busy)?;
                 let Some(user) = user.filter(|_| ok) else {
+                    throttle(&mut |t, now| t.login_failed(&r.username, address, now));
                     tracing::info!(user = %r.username, "login refused: bad credentials");
-                    return Err(ApiError::refuse(ErrorCode::BadCredentials, "wrong username or password"));
+                    return Err(bad_credentials());
                 };
+                throttle(&mut |t, now| t.login_succeeded(&r.username, address, now));
                 let (token, token_hash) = auth::new_token();
                 let dev = device.clone();
                 let expires = ctx
@@ -108,7 +170,7 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                         Ok(now + ttl)
                     })
                     .await?;
-                tracing::info!(user = %r.username, device = %device, "logged in");
+                tracing::info!(user = %r.username, device = ?device, "logged in");
                 Ok((user, r.username, device, Some(token), token_hash, expires))
             }
             Request::Resume(r) => {
@@ -124,7 +186,7 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                         Ok(found)
                     })
                     .await?;
-                tracing::debug!(user = %name, device = %device, "resumed");
+                tracing::debug!(user = %name, device = ?device, "resumed");
                 Ok((user, name, device, None, token_hash, expires))
             }
             _ => unreachable!("authenticate is called only for Register, Login and Resume"),
@@ -250,7 +312,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             let ok = r.is_ok();
             answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}));
             if ok {
-                tracing::info!(user = %me.name, device = %me.device, "logged out");
+                tracing::info!(user = %me.name, device = ?me.device, "logged out");
                 return Flow::Close(close::NORMAL);
             }
         }

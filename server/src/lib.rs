@@ -31,9 +31,11 @@ mod config;
 mod db;
 mod error;
 mod handlers;
+mod hashing;
 mod hub;
 mod ratelimit;
 mod session;
+mod throttle;
 mod tls;
 
 use std::net::SocketAddr;
@@ -64,6 +66,10 @@ pub(crate) struct Ctx {
     pub db: db::Db,
     pub hub: Arc<hub::Hub>,
     pub shutdown: CancellationToken,
+    /// Password hashing, bounded (see `hashing`).
+    pub hashes: hashing::HashPool,
+    /// Login and registration throttles across connections (see `throttle`).
+    pub throttle: std::sync::Mutex<throttle::AuthThrottle>,
 }
 
 /// The reference server.
@@ -82,7 +88,10 @@ impl Server {
         let shutdown = CancellationToken::new();
         let hub = Arc::new(hub::Hub::default());
         let tracker = TaskTracker::new();
-        let ctx = Arc::new(Ctx { config, db, hub: hub.clone(), shutdown: shutdown.clone() });
+        let auth = &config.limits.auth;
+        let hashes = hashing::HashPool::start(auth.hash_threads, auth.hash_queue, auth.hashes_per_address);
+        let throttle = std::sync::Mutex::new(throttle::AuthThrottle::new(auth.clone()));
+        let ctx = Arc::new(Ctx { config, db, hub: hub.clone(), shutdown: shutdown.clone(), hashes, throttle });
         let secure = tls.is_some();
         tracing::info!(%local_addr, tls = secure, "missive-server listening");
         let store = ctx.db.clone();

@@ -61,6 +61,8 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> std::process::ExitCode {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: a log file holds no escape sequences but what a client sent.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

@@ -7,7 +7,7 @@
 //! input gets an error reply when a reply can be addressed, or a close with a code from
 //! [`missive_proto::close`] otherwise; the server keeps serving everyone else.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -93,6 +93,7 @@ where
     let mut conn = Connection {
         ctx: ctx.clone(),
         peer: peer.clone(),
+        address: crate::addresses::address_key(remote.ip()),
         conn_id,
         phase: Phase::AwaitHello,
         bucket: TokenBucket::new(limits.requests_per_second, limits.burst, Instant::now()),
@@ -223,6 +224,8 @@ where
 pub(crate) struct Connection {
     pub ctx: Arc<Ctx>,
     pub peer: Peer,
+    /// The client's address, as per-address limits count it.
+    pub address: IpAddr,
     pub conn_id: ConnId,
     pub phase: Phase,
     bucket: TokenBucket,

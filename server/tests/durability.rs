@@ -243,12 +243,19 @@ async fn logs_never_contain_passwords_or_tokens() {
     expect_session(c.request(v1::client_frame::Request::Resume(v1::Resume { token: token.clone(), device_id: "d".into() })).await);
     let mut wrong = Client::connect(&url).await;
     wrong.refused(v1::client_frame::Request::Login(v1::Login { username: "alice".into(), password: "wrong-password-123".into(), device_id: String::new() })).await;
+    // Names and device ids from clients cannot forge log lines (newlines, escape sequences).
+    let forged = "\n2030-01-01T00:00:00.000000Z  INFO forged: admin logged in\n\u{1b}[2J";
+    let mut liar = Client::connect(&url).await;
+    liar.refused(v1::client_frame::Request::Login(v1::Login { username: format!("eve{forged}"), password: PASSWORD.into(), device_id: String::new() })).await;
+    expect_session(liar.request(v1::client_frame::Request::Login(v1::Login { username: "alice".into(), password: PASSWORD.into(), device_id: format!("d{forged}") })).await);
     drop(process);
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("registered"), "debug logs were captured:\n{logs}");
     for secret in [PASSWORD, token.as_str(), "wrong-password-123"] {
         assert!(!logs.contains(secret), "a secret leaked into the logs:\n{logs}");
     }
+    assert!(!logs.lines().any(|l| l.starts_with("2030-01-01")), "a client forged a log line:\n{logs}");
+    assert!(!logs.contains('\u{1b}'), "a client put an escape sequence in the logs:\n{logs}");
 }
 
 /// An acknowledgement means the commit is on disk: the store runs `synchronous=FULL` unless
