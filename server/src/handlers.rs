@@ -15,6 +15,7 @@ use crate::db::{conversations, messages, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hashing::Busy;
 use crate::throttle::AuthThrottle;
+use tokio::sync::oneshot;
 use crate::hub::{ConnId, Hub, Peer};
 use crate::session::{Connection, Flow, Phase};
 
@@ -85,6 +86,49 @@ fn bad_credentials() -> ApiError {
     ApiError::refuse(ErrorCode::BadCredentials, "wrong username or password")
 }
 
+/// What a successful Register, Login or Resume grants.
+struct Granted {
+    user: UserId,
+    name: String,
+    device: String,
+    /// A new token (Register and Login).
+    token: Option<String>,
+    token_hash: [u8; 32],
+    expires_at_ms: i64,
+    latest_cursor: u64,
+    /// No other session of the user was online.
+    first_session: bool,
+}
+
+/// Runs the store job that grants a session (`work` gives the user, its name and the token's
+/// expiry) and registers the session in the hub in that job's completion. Completions run in
+/// commit order, so a revocation is never missed: a token revoked by an earlier job fails the
+/// check in `work`, and one revoked by a later job finds the session registered and closes it.
+async fn grant<W>(conn: &Connection, token_hash: [u8; 32], work: W) -> ApiResult<Granted>
+where
+    W: FnOnce(&rusqlite::Connection) -> ApiResult<(UserId, String, i64)> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let (hub, peer, conn_id) = (conn.ctx.hub.clone(), conn.peer.clone(), conn.conn_id);
+    conn.ctx
+        .db
+        .submit(
+            move |c| {
+                let (user, name, expires) = work(c)?;
+                Ok((user, name, expires, accounts::latest_cursor(c, user)?))
+            },
+            move |r| {
+                let r = r.map(|(user, name, expires_at_ms, latest_cursor)| {
+                    let first_session = hub.register(conn_id, user, token_hash, peer);
+                    Granted { user, name, device: String::new(), token: None, token_hash, expires_at_ms, latest_cursor, first_session }
+                });
+                let _ = tx.send(r);
+            },
+        )
+        .await;
+    rx.await.unwrap_or_else(|_| Err(ApiError::refuse(ErrorCode::Unavailable, "store stopped")))
+}
+
 /// Register, Login or Resume. On success the connection becomes authenticated and joins the hub.
 ///
 /// Order matters for what an attacker can make the server spend: cheap checks first (input,
@@ -97,7 +141,7 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
         let mut t = ctx.throttle.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut t, Instant::now());
     };
-    let result: ApiResult<(UserId, String, String, Option<String>, [u8; 32], i64)> = async {
+    let result: ApiResult<Granted> = async {
         match request {
             Request::Register(r) => {
                 validate::username(&r.username)?;
@@ -115,25 +159,20 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                 let hash = ctx.hashes.run(address, move |w| w.hash_password(&password)).await.map_err(hashing_busy)?;
                 let (token, token_hash) = auth::new_token();
                 let (name, dev) = (r.username.clone(), device.clone());
-                let created = ctx
-                    .db
-                    .call(move |c| {
-                        let now = now_ms();
-                        let user = accounts::create_user(c, &name, &hash, now)?;
-                        accounts::insert_token(c, user, &dev, &token_hash, now, now + ttl)?;
-                        Ok((user, now + ttl))
-                    })
-                    .await;
-                let (user, expires) = match created {
-                    Err(e) => {
-                        throttle(&mut |t, now| t.address_failed(address, now));
-                        return Err(e);
-                    }
-                    Ok(created) => created,
-                };
-                throttle(&mut |t, now| t.registered(address, now));
+                let granted = grant(conn, token_hash, move |c| {
+                    let now = now_ms();
+                    let user = accounts::create_user(c, &name, &hash, now)?;
+                    accounts::insert_token(c, user, &dev, &token_hash, now, now + ttl)?;
+                    Ok((user, name, now + ttl))
+                })
+                .await;
+                match &granted {
+                    Err(_) => throttle(&mut |t, now| t.address_failed(address, now)),
+                    Ok(_) => throttle(&mut |t, now| t.registered(address, now)),
+                }
+                let granted = granted?;
                 tracing::info!(user = %r.username, device = ?device, "registered");
-                Ok((user, r.username, device, Some(token), token_hash, expires))
+                Ok(Granted { token: Some(token), device, ..granted })
             }
             Request::Login(r) => {
                 let device = device_or_default(r.device_id)?;
@@ -161,33 +200,29 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                 };
                 throttle(&mut |t, now| t.login_succeeded(&r.username, address, now));
                 let (token, token_hash) = auth::new_token();
-                let dev = device.clone();
-                let expires = ctx
-                    .db
-                    .call(move |c| {
-                        let now = now_ms();
-                        accounts::insert_token(c, user, &dev, &token_hash, now, now + ttl)?;
-                        Ok(now + ttl)
-                    })
-                    .await?;
+                let (name, dev) = (r.username.clone(), device.clone());
+                let granted = grant(conn, token_hash, move |c| {
+                    let now = now_ms();
+                    accounts::insert_token(c, user, &dev, &token_hash, now, now + ttl)?;
+                    Ok((user, name, now + ttl))
+                })
+                .await?;
                 tracing::info!(user = %r.username, device = ?device, "logged in");
-                Ok((user, r.username, device, Some(token), token_hash, expires))
+                Ok(Granted { token: Some(token), device, ..granted })
             }
             Request::Resume(r) => {
                 let device = device_or_default(r.device_id)?;
                 let token_hash = auth::token_hash(&r.token);
                 let dev = device.clone();
-                let (user, name, expires) = ctx
-                    .db
-                    .call(move |c| {
-                        let now = now_ms();
-                        let found = accounts::check_token(c, &token_hash, now)?;
-                        accounts::touch_device(c, found.0, &dev, now)?;
-                        Ok(found)
-                    })
-                    .await?;
-                tracing::debug!(user = %name, device = ?device, "resumed");
-                Ok((user, name, device, None, token_hash, expires))
+                let granted = grant(conn, token_hash, move |c| {
+                    let now = now_ms();
+                    let found = accounts::check_token(c, &token_hash, now)?;
+                    accounts::touch_device(c, found.0, &dev, now)?;
+                    Ok(found)
+                })
+                .await?;
+                tracing::debug!(user = %granted.name, device = ?device, "resumed");
+                Ok(Granted { device, ..granted })
             }
             _ => unreachable!("authenticate is called only for Register, Login and Resume"),
         }
@@ -195,17 +230,8 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
     .await;
 
     match result {
-        Ok((user, name, device, token, token_hash, expires_at_ms)) => {
-            let latest_cursor = match ctx.db.call(move |c| accounts::latest_cursor(c, user)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    conn.peer.error(rid, e.into_wire());
-                    return Flow::Continue;
-                }
-            };
+        Ok(Granted { user, name, device, token, token_hash, expires_at_ms, latest_cursor, first_session }) => {
             let identity = Arc::new(Identity { user, name: name.clone(), device, conn: conn.conn_id, token_hash });
-            let first_session = !ctx.hub.online(user);
-            ctx.hub.register(conn.conn_id, user, conn.peer.clone());
             conn.phase = Phase::Authenticated(identity.clone());
             conn.peer.reply(
                 rid,
@@ -306,13 +332,27 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
     };
 
     match request {
-        Request::Logout(_) => {
-            let token_hash = me.token_hash;
-            let r = db.call(move |c| accounts::revoke_token(c, &token_hash)).await;
+        Request::Logout(_) | Request::LogoutAll(_) => {
+            let everywhere = matches!(request, Request::LogoutAll(_));
+            let (user, token_hash, conn_id) = (me.user, me.token_hash, me.conn);
+            let (tx, rx) = oneshot::channel();
+            db.submit(
+                move |c| if everywhere { accounts::revoke_all_tokens(c, user) } else { accounts::revoke_token(c, &token_hash) },
+                move |r| {
+                    // In commit order with the completions that register sessions (`grant`).
+                    if r.is_ok() {
+                        let token = (!everywhere).then_some(&token_hash);
+                        hub.close_sessions(user, token, conn_id, close::SESSION_REVOKED);
+                    }
+                    let _ = tx.send(r);
+                },
+            )
+            .await;
+            let r = rx.await.unwrap_or_else(|_| Err(ApiError::refuse(ErrorCode::Unavailable, "store stopped")));
             let ok = r.is_ok();
             answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}));
             if ok {
-                tracing::info!(user = %me.name, device = ?me.device, "logged out");
+                tracing::info!(user = %me.name, device = ?me.device, everywhere, "logged out");
                 return Flow::Close(close::NORMAL);
             }
         }

@@ -125,6 +125,8 @@ impl Peer {
 
 struct Session {
     user: UserId,
+    /// The hash of the token the session authenticated with (revocation closes it).
+    token: [u8; 32],
     peer: Peer,
     live: bool,
     rooms: HashSet<ConversationId>,
@@ -147,11 +149,29 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers an authenticated session (not live until its sync reaches the inbox end).
-    pub fn register(&self, conn: ConnId, user: UserId, peer: Peer) {
+    /// Registers an authenticated session (not live until its sync reaches the inbox end);
+    /// returns true when it is the user's first.
+    pub fn register(&self, conn: ConnId, user: UserId, token: [u8; 32], peer: Peer) -> bool {
         let mut g = self.lock();
-        g.sessions.insert(conn, Session { user, peer, live: false, rooms: HashSet::new() });
-        g.by_user.entry(user).or_default().push(conn);
+        g.sessions.insert(conn, Session { user, token, peer, live: false, rooms: HashSet::new() });
+        let conns = g.by_user.entry(user).or_default();
+        conns.push(conn);
+        conns.len() == 1
+    }
+
+    /// Closes every session of `user` that authenticated with `token` (every session of the
+    /// user when `None`), except `except`, with `code`.
+    pub fn close_sessions(&self, user: UserId, token: Option<&[u8; 32]>, except: ConnId, code: u16) -> usize {
+        let g = self.lock();
+        let mut closed = 0;
+        for conn in g.by_user.get(&user).into_iter().flatten() {
+            let s = &g.sessions[conn];
+            if *conn != except && token.is_none_or(|t| *t == s.token) {
+                s.peer.close(code);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Removes a session; returns true when it was the user's last one.
@@ -237,11 +257,6 @@ impl Hub {
         if let Some(set) = g.rooms.get_mut(&room) {
             set.remove(&conn);
         }
-    }
-
-    /// Whether the user has at least one authenticated session.
-    pub fn online(&self, user: UserId) -> bool {
-        self.lock().by_user.contains_key(&user)
     }
 
     /// Closes every session with `code` (server shutdown).

@@ -57,6 +57,7 @@ fn close_reason(code: u16) -> &'static str {
         close::FLOOD => "rate limit exceeded repeatedly",
         close::SLOW_CONSUMER => "outbound queue full",
         close::TOO_MANY_FAILURES => "too many failed logins",
+        close::SESSION_REVOKED => "session revoked",
         _ => "closing",
     }
 }

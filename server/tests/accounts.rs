@@ -297,3 +297,48 @@ async fn a_taken_name_costs_no_password_hash() {
     assert!(five_hashes >= 5, "five hashes took {five_hashes} ticks: too fast to compare against");
     assert!(ten_refusals * 2 < five_hashes, "ten refusals cost {ten_refusals} ticks of CPU, five hashes {five_hashes}");
 }
+
+fn resume(token: &str, device: &str) -> Request {
+    Request::Resume(v1::Resume { token: token.into(), device_id: device.into() })
+}
+
+/// Logout revokes the token and ends at once every other live session resumed with it (close
+/// 4006); sessions of other tokens go on.
+#[tokio::test]
+async fn logout_ends_every_session_of_its_token() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let mut alice = Client::register(&url, "alice").await;
+    let token = alice.session.as_ref().unwrap().token.clone();
+    let mut same_token = Client::connect(&url).await;
+    expect_session(same_token.request(resume(&token, "phone")).await);
+    let mut laptop = Client::login(&url, "alice", "laptop").await;
+    assert!(matches!(alice.request(Request::Logout(v1::Logout {})).await, reply::Result::Ok(_)));
+    assert_eq!(alice.closed_with().await, close::NORMAL);
+    assert_eq!(same_token.closed_with().await, close::SESSION_REVOKED);
+    laptop.ping().await;
+    let mut again = Client::connect(&url).await;
+    assert_eq!(again.refused(resume(&token, "phone")).await.code(), ErrorCode::TokenInvalid);
+}
+
+/// "Log out all devices" revokes every token of the user and ends every other session of the
+/// user; other users are not touched.
+#[tokio::test]
+async fn logout_all_ends_every_session_of_the_user() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let mut phone = Client::register(&url, "alice").await;
+    let mut laptop = Client::login(&url, "alice", "laptop").await;
+    let laptop_token = laptop.session.as_ref().unwrap().token.clone();
+    let mut tablet = Client::connect(&url).await;
+    expect_session(tablet.request(resume(&laptop_token, "tablet")).await);
+    let mut bob = Client::register(&url, "bob").await;
+    assert!(matches!(phone.request(Request::LogoutAll(v1::LogoutAll {})).await, reply::Result::Ok(_)));
+    assert_eq!(phone.closed_with().await, close::NORMAL);
+    assert_eq!(laptop.closed_with().await, close::SESSION_REVOKED);
+    assert_eq!(tablet.closed_with().await, close::SESSION_REVOKED);
+    bob.ping().await;
+    let mut again = Client::connect(&url).await;
+    assert_eq!(again.refused(resume(&laptop_token, "laptop")).await.code(), ErrorCode::TokenInvalid);
+    expect_session(again.request(login("alice", PASSWORD)).await);
+}

@@ -20,6 +20,7 @@ async fn still_serving(url: &str) {
 fn every_authenticated_request() -> Vec<Request> {
     vec![
         Request::Logout(v1::Logout {}),
+        Request::LogoutAll(v1::LogoutAll {}),
         Request::CreateDirect(v1::CreateDirect { peer: "bob".into() }),
         Request::CreateGroup(v1::CreateGroup { title: "g".into(), members: vec![] }),
         Request::AddMembers(v1::AddMembers { conversation_id: 1, members: vec![] }),

@@ -236,7 +236,12 @@ impl LinkTask {
                             break e;
                         }
                     }
-                    Some(Ok(WsMessage::Close(c))) => break format!("closed by server: {c:?}"),
+                    Some(Ok(WsMessage::Close(c))) => {
+                        if c.as_ref().is_some_and(|c| u16::from(c.code) == missive_proto::close::SESSION_REVOKED) {
+                            let _ = self.emit(Incoming::Revoked { message: "session revoked: logged out elsewhere".into() }).await;
+                        }
+                        break format!("closed by server: {c:?}");
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break e.to_string(),
                     None => break "connection closed".to_string(),

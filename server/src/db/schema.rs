@@ -4,7 +4,9 @@
 use rusqlite::Connection;
 
 /// Migrations in order; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
@@ -64,7 +66,12 @@ CREATE TABLE inbox (
     event      BLOB,
     PRIMARY KEY (user_id, cursor)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // 2: "log out all devices" finds a user's tokens without a scan.
+    r#"
+CREATE INDEX tokens_by_user ON tokens(user_id);
+"#,
+];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
