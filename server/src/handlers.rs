@@ -298,14 +298,41 @@ fn fan_out(hub: &Hub, deliveries: &[messages::Delivery], origin: Option<ConnId>)
     }
 }
 
+/// A conversation id from a request (checked below 2^63 by [`check_numbers`]).
 fn conversation_id(id: u64) -> i64 {
     id.min(i64::MAX as u64) as i64
+}
+
+/// Refuses numbers at or above 2^63: the store keeps ids, cursors and sequence numbers as signed
+/// 64-bit integers, where they would wrap to negative values.
+fn check_numbers(request: &Request) -> Result<(), v1::Error> {
+    let numbers: Vec<(&str, u64)> = match request {
+        Request::AddMembers(r) => vec![("conversation_id", r.conversation_id)],
+        Request::RemoveMembers(r) => vec![("conversation_id", r.conversation_id)],
+        Request::JoinRoom(r) => vec![("conversation_id", r.conversation_id)],
+        Request::LeaveRoom(r) => vec![("conversation_id", r.conversation_id)],
+        Request::SendMessage(r) => vec![("conversation_id", r.conversation_id)],
+        Request::AckCursor(r) => vec![("cursor", r.cursor)],
+        Request::Sync(r) => vec![("since", r.since)],
+        Request::History(r) => vec![("conversation_id", r.conversation_id), ("before_seq", r.before_seq)],
+        Request::MarkDelivered(r) | Request::MarkRead(r) => vec![("conversation_id", r.conversation_id), ("seq", r.seq)],
+        Request::Typing(r) => vec![("conversation_id", r.conversation_id)],
+        _ => vec![],
+    };
+    match numbers.into_iter().find(|(_, n)| *n > i64::MAX as u64) {
+        Some((name, n)) => Err(v1::Error::new(ErrorCode::InvalidArgument, format!("{name} {n} is out of range (at most 2^63 - 1)"))),
+        None => Ok(()),
+    }
 }
 
 /// Handles a request of an authenticated connection.
 pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64, request: Request) -> Flow {
     let ctx = conn.ctx.clone();
     let peer = conn.peer.clone();
+    if let Err(e) = check_numbers(&request) {
+        peer.error(rid, e);
+        return Flow::Continue;
+    }
     let hub = ctx.hub.clone();
     let db = &ctx.db;
 

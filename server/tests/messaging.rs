@@ -280,7 +280,7 @@ async fn chat_rooms_reach_the_members_present() {
 
     // Carol has not joined: she cannot post, and hears nothing.
     let e = carol.refused(send_text(room.id, "c1", "let me in")).await;
-    assert_eq!(e.code(), v1::ErrorCode::Forbidden);
+    assert_eq!(e.code(), v1::ErrorCode::NotFound);
 
     alice.send_text(room.id, "a1", "welcome").await;
     match bob.next_ephemeral().await.kind {
@@ -293,7 +293,7 @@ async fn chat_rooms_reach_the_members_present() {
     alice.send_text(room.id, "a2", "bye bob").await;
     bob.assert_quiet().await;
     let e = bob.refused(Request::History(v1::HistoryRequest { conversation_id: room.id, before_seq: 0, limit: 10 })).await;
-    assert_eq!(e.code(), v1::ErrorCode::Forbidden);
+    assert_eq!(e.code(), v1::ErrorCode::NotFound);
 
     // Rooms keep history for members; room messages are not in the inbox.
     expect_conversation(carol.request(Request::JoinRoom(v1::JoinRoom { conversation_id: room.id })).await);
@@ -325,7 +325,7 @@ async fn group_membership_changes() {
     expect_conversation(alice.request(remove(&["carol"])).await);
     expect_conversation(bob.request(remove(&["bob"])).await); // leaving is allowed
     let e = bob.refused(send_text(g.id, "late", "am I still here?")).await;
-    assert_eq!(e.code(), v1::ErrorCode::Forbidden);
+    assert_eq!(e.code(), v1::ErrorCode::NotFound);
     // Carol learned that she was added and then removed.
     let mut carol = Client::login(&url, "carol", "phone").await;
     let changes: Vec<(Vec<String>, Vec<String>)> = carol

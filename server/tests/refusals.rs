@@ -81,19 +81,23 @@ async fn no_access_to_conversations_of_others() {
             Request::AddMembers(v1::AddMembers { conversation_id: id, members: vec!["eve".into()] }),
             Request::RemoveMembers(v1::RemoveMembers { conversation_id: id, members: vec!["bob".into()] }),
         ];
+        // Refused exactly as for an id that does not exist: nothing tells eve that it does.
         for request in forbidden {
             let e = eve.refused(request.clone()).await;
-            assert_eq!(e.code(), ErrorCode::Forbidden, "{request:?}");
+            let nowhere = eve.refused(with_conversation(request.clone(), 9_999)).await;
+            assert_eq!(e.code(), ErrorCode::NotFound, "{request:?}");
+            assert_eq!(e, nowhere, "{request:?}");
         }
+        let join = |id| Request::JoinRoom(v1::JoinRoom { conversation_id: id });
+        let e = eve.refused(join(id)).await;
+        assert_eq!(e.code(), ErrorCode::NotFound);
+        assert_eq!(e, eve.refused(join(9_999)).await, "a room join tells no conversation from nothing");
     }
-    let e = eve.refused(send_text(9_999, "e2", "nowhere")).await;
-    assert_eq!(e.code(), ErrorCode::NotFound);
-    // A 1:1 conversation cannot gain members, and a room join only works on rooms.
+    // A 1:1 conversation cannot gain members.
     assert_eq!(
         alice.refused(Request::AddMembers(v1::AddMembers { conversation_id: dm.id, members: vec!["eve".into()] })).await.code(),
         ErrorCode::InvalidArgument
     );
-    assert_eq!(eve.refused(Request::JoinRoom(v1::JoinRoom { conversation_id: group.id })).await.code(), ErrorCode::InvalidArgument);
     // Eve's inbox holds nothing of theirs; a cursor beyond her inbox is refused.
     assert!(eve.sync_all(0).await.is_empty());
     assert_eq!(eve.refused(Request::AckCursor(v1::AckCursor { cursor: 5 })).await.code(), ErrorCode::InvalidArgument);
@@ -102,7 +106,50 @@ async fn no_access_to_conversations_of_others() {
         v1::reply::Result::Error(e) => e,
         other => panic!("{other:?}"),
     };
-    assert_eq!(ack.code(), ErrorCode::Forbidden);
+    assert_eq!(ack.code(), ErrorCode::NotFound);
+}
+
+/// The same request about another conversation id.
+fn with_conversation(request: Request, id: u64) -> Request {
+    match request {
+        Request::SendMessage(r) => Request::SendMessage(v1::SendMessage { conversation_id: id, client_id: format!("{}-x", r.client_id), ..r }),
+        Request::History(r) => Request::History(v1::HistoryRequest { conversation_id: id, ..r }),
+        Request::MarkRead(r) => Request::MarkRead(v1::MarkReceipt { conversation_id: id, ..r }),
+        Request::MarkDelivered(r) => Request::MarkDelivered(v1::MarkReceipt { conversation_id: id, ..r }),
+        Request::Typing(r) => Request::Typing(v1::Typing { conversation_id: id, ..r }),
+        Request::AddMembers(r) => Request::AddMembers(v1::AddMembers { conversation_id: id, ..r }),
+        Request::RemoveMembers(r) => Request::RemoveMembers(v1::RemoveMembers { conversation_id: id, ..r }),
+        other => panic!("no conversation in {other:?}"),
+    }
+}
+
+/// Numbers at or above 2^63 (which the store would wrap to negative ones) are refused, not
+/// reinterpreted: a sync from 2^63 does not start over from the beginning.
+#[tokio::test]
+async fn numbers_beyond_the_signed_range_are_refused() {
+    let server = TestServer::with_users(&["alice", "bob"]).await;
+    let mut alice = Client::login(&server.url(), "alice", "phone").await;
+    let dm = alice.direct("bob").await;
+    alice.send_text(dm.id, "m1", "hello").await;
+    let huge = 1u64 << 63;
+    let requests = [
+        Request::Sync(v1::SyncRequest { since: huge, limit: 0 }),
+        Request::Sync(v1::SyncRequest { since: u64::MAX, limit: 0 }),
+        Request::History(v1::HistoryRequest { conversation_id: dm.id, before_seq: huge + 5, limit: 10 }),
+        Request::History(v1::HistoryRequest { conversation_id: huge + dm.id, before_seq: 0, limit: 10 }),
+        Request::MarkRead(v1::MarkReceipt { conversation_id: dm.id, seq: u64::MAX }),
+        Request::MarkDelivered(v1::MarkReceipt { conversation_id: dm.id, seq: huge }),
+        Request::AckCursor(v1::AckCursor { cursor: u64::MAX }),
+        send_text(u64::MAX, "m2", "x"),
+    ];
+    for request in requests {
+        let e = alice.refused(request.clone()).await;
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{request:?}: {e:?}");
+        assert!(e.message.contains("out of range"), "{e:?}");
+    }
+    // Nothing was marked: bob's message count for alice is unchanged.
+    let mut bob = Client::login(&server.url(), "bob", "phone").await;
+    assert_eq!(messages(&bob.sync_all(0).await).len(), 1);
 }
 
 #[tokio::test]

@@ -23,8 +23,8 @@ pub struct Membership {
     pub last_seq: i64,
 }
 
-/// The conversation as seen by its member `user`; `NotFound` if the conversation does not exist,
-/// `Forbidden` if the user is not a member.
+/// The conversation as seen by its member `user`; `NotFound` if the conversation does not exist
+/// or the user is not a member (one refusal for both, so that ids cannot be probed).
 pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> ApiResult<Membership> {
     // One statement for both checks: this runs on every batch of sends.
     let found: Option<(i32, i64, Option<i64>)> = conn
@@ -34,20 +34,16 @@ pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> 
         )?
         .query_row([conv, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let (kind, last_seq, role) = found.ok_or_else(no_such_conversation)?;
-    let kind = ConversationKind::try_from(kind).map_err(|_| no_such_conversation())?;
-    let role = role.ok_or_else(ApiError::not_member)?;
+    let (kind, last_seq, role) = found.ok_or_else(ApiError::no_such_conversation)?;
+    let kind = ConversationKind::try_from(kind).map_err(|_| ApiError::no_such_conversation())?;
+    let role = role.ok_or_else(ApiError::no_such_conversation)?;
     Ok(Membership { kind, role, last_seq })
 }
 
-fn no_such_conversation() -> ApiError {
-    ApiError::refuse(ErrorCode::NotFound, "no such conversation")
-}
-
-fn kind_of(conn: &Connection, conv: ConversationId) -> ApiResult<ConversationKind> {
+fn kind_of(conn: &Connection, conv: ConversationId) -> ApiResult<Option<ConversationKind>> {
     let kind: Option<i32> =
         conn.prepare_cached("SELECT kind FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0)).optional()?;
-    kind.and_then(|k| ConversationKind::try_from(k).ok()).ok_or_else(no_such_conversation)
+    Ok(kind.and_then(|k| ConversationKind::try_from(k).ok()))
 }
 
 /// Member ids of a conversation.
@@ -271,10 +267,11 @@ pub fn create_room(conn: &Connection, me: UserId, title: &str, now: i64) -> ApiR
     snapshot(conn, id, me)
 }
 
-/// Joins a chat room (idempotent). Rooms are public to every authenticated user.
+/// Joins a chat room (idempotent). Rooms are public to every authenticated user; any other id,
+/// of a conversation or of nothing, gets the same `NotFound`.
 pub fn join_room(conn: &Connection, me: UserId, conv: ConversationId, now: i64) -> ApiResult<v1::Conversation> {
-    if kind_of(conn, conv)? != ConversationKind::Room {
-        return Err(ApiError::refuse(ErrorCode::InvalidArgument, "not a chat room"));
+    if kind_of(conn, conv)? != Some(ConversationKind::Room) {
+        return Err(ApiError::refuse(ErrorCode::NotFound, "no such chat room"));
     }
     insert_member(conn, conv, me, ROLE_MEMBER, now)?;
     snapshot(conn, conv, me)
