@@ -1,6 +1,8 @@
 //! Request handlers. Authentication is awaited in the read loop (it changes the connection's
-//! phase); every other request is submitted to the store thread and answered from there after the
-//! commit, so one connection can pipeline many requests and they are processed in arrival order.
+//! phase). Requests that write are submitted to the store thread and answered from there after
+//! the commit, in arrival order; requests that only read go to the reader pool, after the
+//! connection's earlier writes have committed, so one connection can pipeline many requests and
+//! still reads its own writes, while its reads never wait in front of anyone's writes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::hashing::Busy;
 use crate::throttle::AuthThrottle;
 use tokio::sync::oneshot;
-use crate::hub::{ConnId, Hub, Peer};
+use crate::hub::{ConnId, Hold, Hub, Peer};
 use crate::session::{Connection, Flow, Phase};
 
 /// Who an authenticated connection belongs to.
@@ -151,7 +153,7 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                 throttle(&mut |t, now| allowed = t.check_registration(address, now));
                 allowed.map_err(|wait| throttled(wait, "registrations or failures from this address"))?;
                 let name = r.username.clone();
-                if ctx.db.call(move |c| accounts::credentials(c, &name)).await?.is_some() {
+                if ctx.db.read_call(conn.conn_id, move |c| accounts::credentials(c, &name)).await?.is_some() {
                     throttle(&mut |t, now| t.address_failed(address, now));
                     return Err(ApiError::refuse(ErrorCode::UsernameTaken, "username is taken"));
                 }
@@ -186,7 +188,7 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                 throttle(&mut |t, now| allowed = t.check_login(&r.username, address, now));
                 allowed.map_err(|wait| throttled(wait, "failed logins"))?;
                 let name = r.username.clone();
-                let stored = ctx.db.call(move |c| accounts::credentials(c, &name)).await?;
+                let stored = ctx.db.read_call(conn.conn_id, move |c| accounts::credentials(c, &name)).await?;
                 let (user, hash) = match stored {
                     Some((user, hash)) => (Some(user), hash),
                     None => (None, auth::dummy_hash().to_owned()),
@@ -238,7 +240,7 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
                 reply::Result::Session(v1::Session { username: name, token: token.unwrap_or_default(), expires_at_ms, latest_cursor }),
             );
             if first_session {
-                broadcast_presence(&ctx, &identity, v1::PresenceState::Online, String::new()).await;
+                broadcast_presence(&ctx, &identity, v1::PresenceState::Online, String::new(), || {});
             }
             Flow::Continue
         }
@@ -262,33 +264,39 @@ pub(crate) async fn authenticate(conn: &mut Connection, rid: u64, request: Reque
 /// Called once when an authenticated connection ends.
 pub(crate) async fn on_disconnect(ctx: &Arc<Ctx>, identity: Arc<Identity>) {
     if ctx.hub.unregister(identity.conn) {
-        broadcast_presence(ctx, &identity, v1::PresenceState::Offline, String::new()).await;
+        broadcast_presence(ctx, &identity, v1::PresenceState::Offline, String::new(), || {});
     }
 }
 
-async fn broadcast_presence(ctx: &Ctx, identity: &Identity, state: v1::PresenceState, status: String) {
+/// Tells the user's contacts (read on a reader thread) of a presence change, then calls `done`.
+fn broadcast_presence(ctx: &Ctx, identity: &Identity, state: v1::PresenceState, status: String, done: impl FnOnce() + Send + 'static) {
     let hub = ctx.hub.clone();
     let (user, conn) = (identity.user, identity.conn);
     let event = v1::Ephemeral {
         kind: Some(v1::ephemeral::Kind::Presence(v1::PresenceEvent { user: identity.name.clone(), state: state as i32, status })),
     };
-    ctx.db
-        .submit(
-            move |c| conversations::contacts(c, user),
-            move |r| {
-                if let Ok(users) = r {
-                    hub.notify_users(&users, conn, &event);
-                }
-            },
-        )
-        .await;
+    ctx.db.read(
+        conn,
+        move |c| conversations::contacts(c, user),
+        move |r| {
+            if let Ok(users) = r {
+                hub.notify_users(&users, conn, &event);
+            }
+            done();
+        },
+    );
 }
 
 /// Sends the reply for `result`, mapping success with `ok`.
 fn answer<T>(peer: &Peer, rid: u64, result: ApiResult<T>, ok: impl FnOnce(T) -> reply::Result) {
+    answer_holding(peer, rid, result, None, ok)
+}
+
+/// As [`answer`], releasing `hold` (a read permit) once the reply is written.
+fn answer_holding<T>(peer: &Peer, rid: u64, result: ApiResult<T>, hold: Hold, ok: impl FnOnce(T) -> reply::Result) {
     match result {
-        Ok(v) => peer.reply(rid, ok(v)),
-        Err(e) => peer.error(rid, e.into_wire()),
+        Ok(v) => peer.reply_holding(rid, ok(v), hold),
+        Err(e) => peer.reply_holding(rid, reply::Result::Error(e.into_wire()), hold),
     }
 }
 
@@ -325,7 +333,8 @@ fn check_numbers(request: &Request) -> Result<(), v1::Error> {
     }
 }
 
-/// Handles a request of an authenticated connection.
+/// Handles a request of an authenticated connection. Writes go to the store thread, reads to the
+/// reader pool (after this connection's earlier writes, see `Connection::read`).
 pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64, request: Request) -> Flow {
     let ctx = conn.ctx.clone();
     let peer = conn.peer.clone();
@@ -334,13 +343,12 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
         return Flow::Continue;
     }
     let hub = ctx.hub.clone();
-    let db = &ctx.db;
 
-    // Requests that only change or read the store, answered with a conversation.
+    // Requests that change the store, answered with a conversation.
     macro_rules! conversation_change {
         ($work:expr) => {{
             let (peer, hub) = (peer.clone(), hub.clone());
-            db.submit($work, move |r: ApiResult<(v1::Conversation, Vec<messages::Delivery>)>| {
+            conn.write($work, move |r: ApiResult<(v1::Conversation, Vec<messages::Delivery>)>| {
                 if let Ok((_, deliveries)) = &r {
                     fan_out(&hub, deliveries, None);
                 }
@@ -363,7 +371,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             let everywhere = matches!(request, Request::LogoutAll(_));
             let (user, token_hash, conn_id) = (me.user, me.token_hash, me.conn);
             let (tx, rx) = oneshot::channel();
-            db.submit(
+            conn.write(
                 move |c| if everywhere { accounts::revoke_all_tokens(c, user) } else { accounts::revoke_token(c, &token_hash) },
                 move |r| {
                     // In commit order with the completions that register sessions (`grant`).
@@ -410,9 +418,9 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             now_ms()
         )),
         Request::ListConversations(_) => {
-            db.submit(
+            conn.read(
                 move |c| conversations::list(c, me.user),
-                move |r| answer(&peer, rid, r, |conversations| reply::Result::Conversations(v1::ConversationList { conversations })),
+                move |r, hold| answer_holding(&peer, rid, r, hold, |conversations| reply::Result::Conversations(v1::ConversationList { conversations })),
             )
             .await
         }
@@ -426,7 +434,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 return Flow::Continue;
             }
             let conn_id = me.conn;
-            db.submit(
+            conn.write(
                 move |c| conversations::create_room(c, me.user, &r.title, now_ms()),
                 move |r| {
                     if let Ok(room) = &r {
@@ -444,7 +452,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 return Flow::Continue;
             }
             let conn_id = me.conn;
-            db.submit(
+            conn.write(
                 move |c| conversations::join_room(c, me.user, room, now_ms()),
                 move |r| {
                     if r.is_ok() {
@@ -458,7 +466,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
         Request::LeaveRoom(r) => {
             let room = conversation_id(r.conversation_id);
             let conn_id = me.conn;
-            db.submit(
+            conn.write(
                 move |c| conversations::leave_room(c, me.user, room),
                 move |r| {
                     hub.exit_room(conn_id, room);
@@ -480,38 +488,22 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             conn.queue_send(QueuedSend { rid, outgoing }).await;
         }
         Request::AckCursor(r) => {
-            db.submit(
+            conn.write(
                 move |c| accounts::ack_cursor(c, me.user, &me.device, r.cursor, now_ms()),
                 move |r| answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {})),
             )
             .await
         }
-        Request::Sync(r) => {
-            let conn_id = me.conn;
-            db.submit(
-                move |c| messages::sync(c, me.user, r.since, r.limit),
-                move |r| {
-                    // Runs on the store thread after the commit: every later event is pushed live,
-                    // every earlier one is in this page or an earlier one. No gap, no race.
-                    if let Ok(page) = &r {
-                        if !page.has_more {
-                            hub.set_live(conn_id);
-                        }
-                    }
-                    answer(&peer, rid, r, reply::Result::Sync)
-                },
-            )
-            .await
-        }
+        Request::Sync(r) => sync(conn, me, rid, r).await,
         Request::History(r) => {
-            db.submit(
+            conn.read(
                 move |c| messages::history(c, me.user, conversation_id(r.conversation_id), r.before_seq, r.limit),
-                move |r| answer(&peer, rid, r, reply::Result::History),
+                move |r, hold| answer_holding(&peer, rid, r, hold, reply::Result::History),
             )
             .await
         }
-        Request::MarkDelivered(r) => receipt(db, &peer, &hub, me, rid, r, v1::ReceiptKind::Delivered).await,
-        Request::MarkRead(r) => receipt(db, &peer, &hub, me, rid, r, v1::ReceiptKind::Read).await,
+        Request::MarkDelivered(r) => receipt(conn, me, rid, r, v1::ReceiptKind::Delivered).await,
+        Request::MarkRead(r) => receipt(conn, me, rid, r, v1::ReceiptKind::Read).await,
         Request::Typing(r) => {
             let conv = conversation_id(r.conversation_id);
             let event = v1::Ephemeral {
@@ -522,9 +514,9 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 })),
             };
             let conn_id = me.conn;
-            db.submit(
+            conn.read(
                 move |c| messages::typing_audience(c, me.user, conv),
-                move |r| {
+                move |r, hold| {
                     if let Ok((kind, users)) = &r {
                         if *kind == ConversationKind::Room {
                             hub.notify_room(conv, conn_id, &event);
@@ -532,7 +524,7 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                             hub.notify_users(users, conn_id, &event);
                         }
                     }
-                    answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {}))
+                    answer_holding(&peer, rid, r, hold, |_| reply::Result::Ok(v1::Ok {}))
                 },
             )
             .await
@@ -543,14 +535,62 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
                 return Flow::Continue;
             }
             let state = v1::PresenceState::try_from(r.state).unwrap_or(v1::PresenceState::Online);
-            broadcast_presence(&ctx, &me, state, r.status).await;
-            peer.reply(rid, reply::Result::Ok(v1::Ok {}));
+            // Counted as one of the connection's reads: a flood of presence changes waits.
+            let hold = conn.read_permit().await;
+            if hold.is_none() {
+                return Flow::Continue;
+            }
+            broadcast_presence(&ctx, &me, state, r.status, move || peer.reply_holding(rid, reply::Result::Ok(v1::Ok {}), hold));
         }
         Request::Hello(_) | Request::Register(_) | Request::Login(_) | Request::Resume(_) | Request::Ping(_) => {
             unreachable!("handled by the session")
         }
     }
     Flow::Continue
+}
+
+/// A sync page, read on a reader thread. A page that reaches the end of what the reader saw is
+/// not the end of the inbox yet: events may have committed since the reader's snapshot. The
+/// decision is taken on the store thread, in commit order: a job reads the newest cursor and, in
+/// its completion, either marks the session live and answers `has_more = false` (no event
+/// committed after the snapshot: every later event is pushed live, because its completion runs
+/// after this one; every earlier one is in this page or an earlier one; no gap, no race), or
+/// answers `has_more = true` (events came in meanwhile: the client asks again from this page's
+/// end, and its next page holds them).
+async fn sync(conn: &mut Connection, me: Arc<Identity>, rid: u64, r: v1::SyncRequest) {
+    let (ctx, peer, conn_id, user) = (conn.ctx.clone(), conn.peer.clone(), me.conn, me.user);
+    let runtime = tokio::runtime::Handle::current();
+    conn.read(
+        move |c| messages::sync(c, user, r.since, r.limit),
+        move |page, hold| {
+            let page = match page {
+                Ok(page) if !page.has_more => page,
+                other => return answer_holding(&peer, rid, other, hold, reply::Result::Sync),
+            };
+            let end = page.next_cursor;
+            let hub = ctx.hub.clone();
+            runtime.spawn(async move {
+                let mut page = page;
+                ctx.db
+                    .submit(
+                        move |c| accounts::latest_cursor(c, user),
+                        move |latest| {
+                            let r = latest.map(|latest| {
+                                if latest <= end {
+                                    hub.set_live(conn_id);
+                                } else {
+                                    page.has_more = true;
+                                }
+                                page
+                            });
+                            answer_holding(&peer, rid, r, hold, reply::Result::Sync)
+                        },
+                    )
+                    .await
+            });
+        },
+    )
+    .await
 }
 
 /// A send received on a connection, waiting to go to the store together with the sends that
@@ -563,11 +603,11 @@ pub(crate) struct QueuedSend {
 /// Stores a connection's queued sends as one job ([`messages::send_batch`]). After the commit,
 /// per send in order: its events are fanned out, then it is acknowledged (once the sender holds
 /// the ack, every live recipient session already has the event queued), or it gets its refusal.
-pub(crate) async fn submit_sends(ctx: &Ctx, peer: &Peer, me: Arc<Identity>, sends: Vec<QueuedSend>) {
+pub(crate) async fn submit_sends(conn: &mut Connection, me: Arc<Identity>, sends: Vec<QueuedSend>) {
     let (rids, batch): (Vec<u64>, Vec<messages::Outgoing>) = sends.into_iter().map(|s| (s.rid, s.outgoing)).unzip();
-    let (hub, peer, conn_id) = (ctx.hub.clone(), peer.clone(), me.conn);
-    ctx.db
-        .submit(
+    let (hub, peer, conn_id) = (conn.ctx.hub.clone(), conn.peer.clone(), me.conn);
+    conn
+        .write(
             move |c| messages::send_batch(c, me.user, &me.name, batch, now_ms()),
             move |r| match r {
                 Ok(outcomes) => {
@@ -596,9 +636,9 @@ pub(crate) async fn submit_sends(ctx: &Ctx, peer: &Peer, me: Arc<Identity>, send
         .await
 }
 
-async fn receipt(db: &crate::db::Db, peer: &Peer, hub: &Arc<Hub>, me: Arc<Identity>, rid: u64, r: v1::MarkReceipt, kind: v1::ReceiptKind) {
-    let (peer, hub) = (peer.clone(), hub.clone());
-    db.submit(
+async fn receipt(conn: &mut Connection, me: Arc<Identity>, rid: u64, r: v1::MarkReceipt, kind: v1::ReceiptKind) {
+    let (peer, hub) = (conn.peer.clone(), conn.ctx.hub.clone());
+    conn.write(
         move |c| messages::receipt(c, me.user, &me.name, conversation_id(r.conversation_id), r.seq, kind, now_ms()),
         move |r| {
             if let Ok(deliveries) = &r {

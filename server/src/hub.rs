@@ -19,10 +19,14 @@ use crate::db::conversations::ConversationId;
 
 pub type ConnId = u64;
 
+/// Something released once the frame it travels with is written to the socket (a read permit:
+/// a connection's reads wait while their replies are unsent).
+pub type Hold = Option<tokio::sync::OwnedSemaphorePermit>;
+
 /// What the writer half of a connection sends.
 #[derive(Debug)]
 pub enum Outbound {
-    Frame(Bytes),
+    Frame(Bytes, Hold),
     /// Sent after the frames queued before it; the connection then closes with this code.
     Close(u16),
 }
@@ -61,7 +65,7 @@ impl OutboundQueue {
     }
 
     fn taken(&self, item: &Option<Outbound>) {
-        if let Some(Outbound::Frame(bytes)) = item {
+        if let Some(Outbound::Frame(bytes, _)) = item {
             self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
         }
     }
@@ -79,6 +83,11 @@ impl Peer {
     /// Queues a frame; closes the connection as a slow consumer if its queue would exceed the
     /// bound (a frame alone in the queue always fits).
     pub fn send(&self, frame: Frame) {
+        self.send_holding(frame, None)
+    }
+
+    /// As `send`, with `hold` released once the frame is written (or dropped).
+    pub fn send_holding(&self, frame: Frame, hold: Hold) {
         if self.kill.is_cancelled() {
             return;
         }
@@ -90,9 +99,14 @@ impl Peer {
             self.close(close::SLOW_CONSUMER);
             return;
         }
-        if self.tx.send(Outbound::Frame(bytes)).is_err() {
+        if self.tx.send(Outbound::Frame(bytes, hold)).is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
         }
+    }
+
+    /// A reply that releases `hold` once written.
+    pub fn reply_holding(&self, request_id: u64, result: v1::reply::Result, hold: Hold) {
+        self.send_holding(Frame::Reply(v1::Reply { request_id, result: Some(result) }), hold);
     }
 
     /// Queues a close after the frames already queued; false if the writer is gone.

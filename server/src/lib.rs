@@ -30,6 +30,7 @@ mod auth;
 mod config;
 mod db;
 mod error;
+mod fair;
 mod handlers;
 mod hashing;
 mod hub;
@@ -81,7 +82,7 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| ServerError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose().map_err(ServerError::Tls)?;
-        let (db, db_closed) = db::Db::open(&config.data_dir.join("missive.db"), config.synchronous)
+        let (db, db_closed) = db::Db::open(&config.data_dir.join("missive.db"), config.synchronous, config.limits.read_threads)
             .map_err(|e| ServerError::Storage(e.to_string()))?;
         let listener = TcpListener::bind(config.listen).await.map_err(ServerError::Listen)?;
         let local_addr = listener.local_addr().map_err(ServerError::Listen)?;

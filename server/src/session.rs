@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use missive_proto::v1::{self, ErrorCode, client_frame::Request, reply};
 use missive_proto::{CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION, close, codec};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -23,7 +24,8 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 
 use crate::Ctx;
 use crate::handlers::{self, Identity, QueuedSend};
-use crate::hub::{ConnId, Outbound, OutboundQueue, Peer};
+use crate::error::ApiResult;
+use crate::hub::{ConnId, Hold, Outbound, OutboundQueue, Peer};
 use crate::ratelimit::{RefusalMeter, TokenBucket};
 
 /// Malformed frames tolerated on one connection before it is closed.
@@ -102,6 +104,8 @@ where
         held_sends: HeldSends::default(),
         malformed: 0,
         sends: Vec::new(),
+        reads: Arc::new(Semaphore::new(limits.reads_per_connection.max(1))),
+        writes: Writes::new(),
     };
     let started = tokio::time::Instant::now();
     tracing::debug!(%remote, conn_id, "connection open");
@@ -183,15 +187,19 @@ where
             next = rx.recv() => next,
         };
         match next {
-            Some(Outbound::Frame(bytes)) => {
+            Some(Outbound::Frame(bytes, hold)) => {
                 // Whatever else is queued goes out with it in one flush: one write for a burst of
-                // acks or events instead of one per frame.
+                // acks or events instead of one per frame. Holds are released after the flush.
                 let mut closing = None;
+                let mut holds = vec![hold];
                 let burst = async {
                     sink.feed(Message::Binary(bytes)).await?;
                     for _ in 1..MAX_FRAMES_PER_FLUSH {
                         match rx.try_recv() {
-                            Some(Outbound::Frame(bytes)) => sink.feed(Message::Binary(bytes)).await?,
+                            Some(Outbound::Frame(bytes, hold)) => {
+                                holds.push(hold);
+                                sink.feed(Message::Binary(bytes)).await?
+                            }
                             Some(Outbound::Close(code)) => {
                                 closing = Some(code);
                                 break;
@@ -201,7 +209,9 @@ where
                     }
                     sink.flush().await
                 };
-                match timeout(write_timeout, burst).await {
+                let written = timeout(write_timeout, burst).await;
+                drop(holds);
+                match written {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => break close::SLOW_CONSUMER,
@@ -222,6 +232,36 @@ where
     let _ = timeout(std::time::Duration::from_secs(1), sink.close()).await;
 }
 
+/// A connection's writes in flight. Their completions run in commit order, so the number of the
+/// last completed one says whether every write submitted before a read has committed.
+pub(crate) struct Writes {
+    submitted: u64,
+    completed: Arc<watch::Sender<u64>>,
+    seen: watch::Receiver<u64>,
+}
+
+impl Writes {
+    fn new() -> Self {
+        let (tx, rx) = watch::channel(0);
+        Writes { submitted: 0, completed: Arc::new(tx), seen: rx }
+    }
+
+    /// Numbers the next write; the returned function is called in its completion.
+    fn track(&mut self) -> impl FnOnce() + Send + 'static {
+        self.submitted += 1;
+        let (n, completed) = (self.submitted, self.completed.clone());
+        move || {
+            completed.send_replace(n);
+        }
+    }
+
+    /// Returns once every write submitted so far has completed.
+    async fn settled(&mut self) {
+        let target = self.submitted;
+        let _ = self.seen.wait_for(|done| *done >= target).await;
+    }
+}
+
 pub(crate) struct Connection {
     pub ctx: Arc<Ctx>,
     pub peer: Peer,
@@ -236,6 +276,10 @@ pub(crate) struct Connection {
     malformed: u32,
     /// Sends received and not yet submitted to the store, in arrival order.
     sends: Vec<QueuedSend>,
+    /// Reads queued, running or with their reply unsent (`ServerLimits::reads_per_connection`).
+    reads: Arc<Semaphore>,
+    /// Writes in flight, for read-your-writes.
+    writes: Writes,
 }
 
 /// Keeps a connection's messages in order across rate-limit refusals: once a send is refused,
@@ -303,8 +347,55 @@ impl Connection {
         }
         let sends = std::mem::take(&mut self.sends);
         if let Phase::Authenticated(me) = &self.phase {
-            handlers::submit_sends(&self.ctx, &self.peer, me.clone(), sends).await;
+            let me = me.clone();
+            handlers::submit_sends(self, me, sends).await;
         }
+    }
+
+    /// Submits a write to the store thread; `done` runs there after the commit. Counted in
+    /// [`Writes`], so that this connection's later reads see it.
+    pub(crate) async fn write<T, W, D>(&mut self, work: W, done: D)
+    where
+        T: Send + 'static,
+        W: FnOnce(&rusqlite::Connection) -> ApiResult<T> + Send + 'static,
+        D: FnOnce(ApiResult<T>) + Send + 'static,
+    {
+        let written = self.writes.track();
+        self.ctx
+            .db
+            .submit(work, move |r| {
+                written();
+                done(r)
+            })
+            .await
+    }
+
+    /// A read permit: one of `reads_per_connection`, held until the read's reply is written.
+    /// `None` if the connection closes while it waits.
+    pub(crate) async fn read_permit(&mut self) -> Hold {
+        tokio::select! {
+            permit = self.reads.clone().acquire_owned() => permit.ok(),
+            _ = self.peer.kill.cancelled() => None,
+        }
+    }
+
+    /// Submits a read to the reader pool in this connection's turn, once it holds a read permit
+    /// and its earlier writes have completed (so that it sees them: read-your-writes). `done`
+    /// runs on a reader thread with the result and the permit to release with the reply. While
+    /// the connection has `reads_per_connection` reads unanswered, this waits, and the
+    /// connection's next requests wait behind it.
+    pub(crate) async fn read<T, W, D>(&mut self, work: W, done: D)
+    where
+        T: Send + 'static,
+        W: FnOnce(&rusqlite::Connection) -> ApiResult<T> + Send + 'static,
+        D: FnOnce(ApiResult<T>, Hold) + Send + 'static,
+    {
+        let Some(permit) = self.read_permit().await else { return };
+        tokio::select! {
+            _ = self.writes.settled() => {}
+            _ = self.peer.kill.cancelled() => return,
+        }
+        self.ctx.db.read(self.conn_id, work, move |r| done(r, Some(permit)));
     }
 
     async fn on_frame(&mut self, bytes: &[u8]) -> Flow {

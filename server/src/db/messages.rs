@@ -202,8 +202,27 @@ fn members_and_cursors(conn: &Connection, conv: ConversationId, cursors: &mut Ha
 /// Bytes a page may fill, leaving room for the envelope around it.
 const PAGE_BYTES: usize = missive_proto::MAX_FRAME_BYTES - 16 * 1024;
 
-/// Keeps the longest prefix that fits in one frame (at least one item, which always fits: bodies
-/// are bounded far below the frame size). Returns whether anything was cut.
+/// What an event or message adds to a page besides its stored bytes (body, client id, event
+/// blob), at most: numbers, the sender's name and the protobuf framing.
+const ITEM_OVERHEAD: usize = missive_proto::MAX_USERNAME_LEN + 64;
+
+/// How many of the leading items (by their stored sizes) fit in one page: at least one (a body
+/// is far smaller than a frame), and whether the page was cut short for size.
+fn fit(sizes: impl IntoIterator<Item = usize>) -> (usize, bool) {
+    let mut total = 0;
+    let mut count = 0;
+    for size in sizes {
+        total += size + ITEM_OVERHEAD;
+        if total > PAGE_BYTES && count > 0 {
+            return (count, true);
+        }
+        count += 1;
+    }
+    (count, false)
+}
+
+/// Keeps the longest prefix that fits in one frame (at least one item). A safety net behind
+/// [`fit`], whose sizes are upper bounds. Returns whether anything was cut.
 fn truncate_to_frame<M: prost::Message>(items: &mut Vec<M>) -> bool {
     let mut total = 0;
     for (i, item) in items.iter().enumerate() {
@@ -233,18 +252,33 @@ fn message_from_row(r: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<v1::
     })
 }
 
-/// Events of `me` with cursor > `since`, oldest first.
+/// Events of `me` with cursor > `since`, oldest first, as many as fit in one frame. Read in two
+/// steps: the stored sizes of up to `limit` events first (SQLite takes a blob's length from its
+/// record, without reading the blob), then the events that fit, whole.
 pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<v1::SyncPage> {
-    let limit = page_size(limit);
+    let limit = page_size(limit) as usize;
+    let sizes: Vec<(i64, usize)> = conn
+        .prepare_cached(
+            "SELECT i.cursor, coalesce(length(i.event), 0) + coalesce(length(m.body) + length(m.client_id), 0)
+             FROM inbox i LEFT JOIN messages m ON m.id = i.message_id
+             WHERE i.user_id = ?1 AND i.cursor > ?2 ORDER BY i.cursor LIMIT ?3",
+        )?
+        .query_map(params![me, since as i64, limit as i64 + 1], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+        .collect::<Result<_, _>>()?;
+    let (count, cut) = fit(sizes.iter().take(limit).map(|(_, size)| *size));
+    let mut has_more = sizes.len() > limit || cut;
+    let Some(&(last, _)) = sizes.get(count.wrapping_sub(1)) else {
+        return Ok(v1::SyncPage { events: vec![], has_more: false, next_cursor: since });
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT i.cursor, i.event, m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
          FROM inbox i
          LEFT JOIN messages m ON m.id = i.message_id
          LEFT JOIN users u ON u.id = m.sender_id
-         WHERE i.user_id = ?1 AND i.cursor > ?2 ORDER BY i.cursor LIMIT ?3",
+         WHERE i.user_id = ?1 AND i.cursor > ?2 AND i.cursor <= ?3 ORDER BY i.cursor",
     )?;
     let mut events = stmt
-        .query_map(params![me, since as i64, limit as i64 + 1], |r| {
+        .query_map(params![me, since as i64, last], |r| {
             let cursor = r.get::<_, i64>(0)? as u64;
             let blob: Option<Vec<u8>> = r.get(1)?;
             let event = match blob {
@@ -254,27 +288,35 @@ pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<
             Ok(event)
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut has_more = events.len() > limit as usize;
-    events.truncate(limit as usize);
     has_more |= truncate_to_frame(&mut events);
     let next_cursor = events.last().map_or(since, |e| e.cursor);
     Ok(v1::SyncPage { events, has_more, next_cursor })
 }
 
-/// Messages of a conversation with seq < `before` (0: from the newest), newest first.
+/// Messages of a conversation with seq < `before` (0: from the newest), newest first, as many as
+/// fit in one frame: their sizes first, then the messages that fit, whole (as for [`sync`]).
 pub fn history(conn: &Connection, me: UserId, conv: ConversationId, before: u64, limit: u32) -> ApiResult<v1::HistoryPage> {
     require_member(conn, conv, me)?;
-    let limit = page_size(limit);
+    let limit = page_size(limit) as usize;
     let before = if before == 0 { i64::MAX } else { before as i64 };
+    let sizes: Vec<(i64, usize)> = conn
+        .prepare_cached(
+            "SELECT seq, length(body) + length(client_id) FROM messages
+             WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        )?
+        .query_map(params![conv, before, limit as i64 + 1], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+        .collect::<Result<_, _>>()?;
+    let (count, cut) = fit(sizes.iter().take(limit).map(|(_, size)| *size));
+    let mut has_more = sizes.len() > limit || cut;
+    let Some(&(oldest, _)) = sizes.get(count.wrapping_sub(1)) else {
+        return Ok(v1::HistoryPage { messages: vec![], has_more: false });
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
          FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
+         WHERE m.conversation_id = ?1 AND m.seq < ?2 AND m.seq >= ?3 ORDER BY m.seq DESC",
     )?;
-    let mut messages =
-        stmt.query_map(params![conv, before, limit as i64 + 1], |r| message_from_row(r, 0))?.collect::<Result<Vec<_>, _>>()?;
-    let mut has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
+    let mut messages = stmt.query_map(params![conv, before, oldest], |r| message_from_row(r, 0))?.collect::<Result<Vec<_>, _>>()?;
     has_more |= truncate_to_frame(&mut messages);
     Ok(v1::HistoryPage { messages, has_more })
 }
