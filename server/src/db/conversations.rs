@@ -1,12 +1,13 @@
-//! Conversations (1:1, groups, chat rooms) and their members. Changes to a 1:1 or group
-//! conversation produce a `MembershipChange` event in the inbox of every member concerned.
+//! Conversations (1:1, groups, chat rooms) and their members. A change to a 1:1 or group
+//! conversation produces one `MembershipChange` event, stored once and referred to from the inbox
+//! of every member concerned.
 
 use missive_proto::MAX_GROUP_MEMBERS;
 use missive_proto::v1::{self, ConversationKind, ErrorCode};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::{UserId, user_ids};
-use super::messages::{Delivery, append_event};
+use super::messages::{Delivery, append_shared_event};
 use crate::error::{ApiError, ApiResult};
 
 pub type ConversationId = i64;
@@ -116,7 +117,10 @@ fn insert_member(conn: &Connection, conv: ConversationId, user: UserId, role: i6
     Ok(n == 1)
 }
 
-/// Appends a membership change to the inbox of each of `recipients`.
+/// Appends one membership change, stored once, to the inbox of each of `recipients`: the delta
+/// (`added`, `removed`, `by`) and the conversation after it, members included (a member just
+/// added learns the others from it). The snapshot is nobody's in particular: its receipts are 0,
+/// which a client merges as "no news" (receipts never go backwards).
 fn announce(
     conn: &Connection,
     conv: ConversationId,
@@ -125,18 +129,14 @@ fn announce(
     removed: Vec<String>,
     by: &str,
 ) -> ApiResult<Vec<Delivery>> {
-    recipients
-        .iter()
-        .map(|&user| {
-            let kind = v1::event::Kind::Membership(v1::MembershipChange {
-                conversation: Some(snapshot(conn, conv, user)?),
-                added: added.clone(),
-                removed: removed.clone(),
-                by: by.to_owned(),
-            });
-            append_event(conn, user, kind)
-        })
-        .collect()
+    const NOBODY: UserId = 0;
+    let kind = v1::event::Kind::Membership(v1::MembershipChange {
+        conversation: Some(snapshot(conn, conv, NOBODY)?),
+        added,
+        removed,
+        by: by.to_owned(),
+    });
+    append_shared_event(conn, recipients, kind)
 }
 
 /// Finds or creates the 1:1 conversation between `me` and `peer`.

@@ -3,7 +3,8 @@
 //! Every durable event for a user is a row of `inbox` under a cursor that grows by exactly one per
 //! event of that user (`users.last_cursor`). Sending a message assigns the next per-conversation
 //! sequence number and appends one inbox row per member; (sender, client id) is unique, so a
-//! resend returns the original acknowledgement and appends nothing.
+//! resend returns the original acknowledgement and appends nothing. Other events for several
+//! users (receipts, membership changes) are stored once and referred to by each inbox row.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -41,16 +42,22 @@ fn next_cursor(conn: &Connection, user: UserId) -> ApiResult<u64> {
     Ok(conn.prepare_cached("SELECT last_cursor FROM users WHERE id = ?1")?.query_row([user], |r| r.get::<_, i64>(0))? as u64)
 }
 
-/// Appends a non-message event (receipt, membership change) to a user's inbox.
-pub fn append_event(conn: &Connection, user: UserId, kind: v1::event::Kind) -> ApiResult<Delivery> {
-    let cursor = next_cursor(conn, user)?;
-    let event = v1::Event { cursor, kind: Some(kind) };
-    conn.prepare_cached("INSERT INTO inbox (user_id, cursor, event) VALUES (?1, ?2, ?3)")?.execute(params![
-        user,
-        cursor as i64,
-        event.encode_to_vec()
-    ])?;
-    Ok(Delivery { user, event })
+/// Appends one non-message event (a receipt, a membership change) to the inbox of each of
+/// `users`. The event is stored once (`shared_events`); each inbox row refers to it under that
+/// user's next cursor. What one change writes is thus its event plus a small row per user, not a
+/// copy of the event per user.
+pub fn append_shared_event(conn: &Connection, users: &[UserId], kind: v1::event::Kind) -> ApiResult<Vec<Delivery>> {
+    let event = v1::Event { cursor: 0, kind: Some(kind) };
+    conn.prepare_cached("INSERT INTO shared_events (event) VALUES (?1)")?.execute([event.encode_to_vec()])?;
+    let shared = conn.last_insert_rowid();
+    let mut insert = conn.prepare_cached("INSERT INTO inbox (user_id, cursor, shared_event_id) VALUES (?1, ?2, ?3)")?;
+    let mut deliveries = Vec::with_capacity(users.len());
+    for &user in users {
+        let cursor = next_cursor(conn, user)?;
+        insert.execute(params![user, cursor as i64, shared])?;
+        deliveries.push(Delivery { user, event: v1::Event { cursor, kind: event.kind.clone() } });
+    }
+    Ok(deliveries)
 }
 
 /// One message of a batch of sends.
@@ -259,8 +266,8 @@ pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<
     let limit = page_size(limit) as usize;
     let sizes: Vec<(i64, usize)> = conn
         .prepare_cached(
-            "SELECT i.cursor, coalesce(length(i.event), 0) + coalesce(length(m.body) + length(m.client_id), 0)
-             FROM inbox i LEFT JOIN messages m ON m.id = i.message_id
+            "SELECT i.cursor, coalesce(length(i.event), length(s.event), 0) + coalesce(length(m.body) + length(m.client_id), 0)
+             FROM inbox i LEFT JOIN messages m ON m.id = i.message_id LEFT JOIN shared_events s ON s.id = i.shared_event_id
              WHERE i.user_id = ?1 AND i.cursor > ?2 ORDER BY i.cursor LIMIT ?3",
         )?
         .query_map(params![me, since as i64, limit as i64 + 1], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
@@ -271,10 +278,11 @@ pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<
         return Ok(v1::SyncPage { events: vec![], has_more: false, next_cursor: since });
     };
     let mut stmt = conn.prepare_cached(
-        "SELECT i.cursor, i.event, m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
+        "SELECT i.cursor, coalesce(i.event, s.event), m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
          FROM inbox i
          LEFT JOIN messages m ON m.id = i.message_id
          LEFT JOIN users u ON u.id = m.sender_id
+         LEFT JOIN shared_events s ON s.id = i.shared_event_id
          WHERE i.user_id = ?1 AND i.cursor > ?2 AND i.cursor <= ?3 ORDER BY i.cursor",
     )?;
     let mut events = stmt
@@ -282,7 +290,8 @@ pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<
             let cursor = r.get::<_, i64>(0)? as u64;
             let blob: Option<Vec<u8>> = r.get(1)?;
             let event = match blob {
-                Some(blob) => v1::Event::decode(blob.as_slice()).unwrap_or(v1::Event { cursor, kind: None }),
+                // A shared event is stored without the cursor, which is each user's own.
+                Some(blob) => v1::Event { cursor, kind: v1::Event::decode(blob.as_slice()).ok().and_then(|e| e.kind) },
                 None => v1::Event { cursor, kind: Some(v1::event::Kind::Message(message_from_row(r, 2)?)) },
             };
             Ok(event)
@@ -349,7 +358,7 @@ pub fn receipt(
         return Ok(vec![]);
     }
     let receipt = v1::Receipt { conversation_id: conv as u64, user: me_name.to_owned(), kind: kind as i32, seq: seq as u64, at_ms: now };
-    member_ids(conn, conv)?.into_iter().map(|user| append_event(conn, user, v1::event::Kind::Receipt(receipt.clone()))).collect()
+    append_shared_event(conn, &member_ids(conn, conv)?, v1::event::Kind::Receipt(receipt))
 }
 
 /// Checks membership and returns who should see a typing notification (everyone but `me`).

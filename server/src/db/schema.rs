@@ -71,6 +71,15 @@ CREATE TABLE inbox (
     r#"
 CREATE INDEX tokens_by_user ON tokens(user_id);
 "#,
+    // 3: an event for many users (a membership change, a receipt) is stored once and each
+    // inbox row refers to it, instead of a copy per member.
+    r#"
+CREATE TABLE shared_events (
+    id    INTEGER PRIMARY KEY,
+    event BLOB NOT NULL
+);
+ALTER TABLE inbox ADD COLUMN shared_event_id INTEGER REFERENCES shared_events(id);
+"#,
 ];
 
 /// The schema version this build writes.
