@@ -13,7 +13,7 @@ use missive_proto::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, PROTOCOL_VERSION, close,
 use crate::Ctx;
 use crate::auth;
 use crate::db::accounts::{self, UserId};
-use crate::db::{conversations, messages, now_ms};
+use crate::db::{blocks, conversations, messages, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::hashing::Busy;
 use crate::throttle::AuthThrottle;
@@ -322,6 +322,7 @@ fn check_numbers(request: &Request) -> Result<(), v1::Error> {
         Request::SendMessage(r) => vec![("conversation_id", r.conversation_id)],
         Request::AckCursor(r) => vec![("cursor", r.cursor)],
         Request::Sync(r) => vec![("since", r.since)],
+        Request::ListConversations(r) => vec![("before_id", r.before_id)],
         Request::History(r) => vec![("conversation_id", r.conversation_id), ("before_seq", r.before_seq)],
         Request::MarkDelivered(r) | Request::MarkRead(r) => vec![("conversation_id", r.conversation_id), ("seq", r.seq)],
         Request::Typing(r) => vec![("conversation_id", r.conversation_id)],
@@ -417,12 +418,20 @@ pub(crate) async fn dispatch(conn: &mut Connection, me: Arc<Identity>, rid: u64,
             &r.members,
             now_ms()
         )),
-        Request::ListConversations(_) => {
+        Request::ListConversations(r) => {
             conn.read(
-                move |c| conversations::list(c, me.user),
-                move |r, hold| answer_holding(&peer, rid, r, hold, |conversations| reply::Result::Conversations(v1::ConversationList { conversations })),
+                move |c| conversations::list(c, me.user, r.before_id, r.limit),
+                move |r, hold| answer_holding(&peer, rid, r, hold, reply::Result::Conversations),
             )
             .await
+        }
+        Request::Block(r) => {
+            conn.write(move |c| blocks::block(c, me.user, &r.user), move |r| answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {})))
+                .await
+        }
+        Request::Unblock(r) => {
+            conn.write(move |c| blocks::unblock(c, me.user, &r.user), move |r| answer(&peer, rid, r, |_| reply::Result::Ok(v1::Ok {})))
+                .await
         }
         Request::CreateRoom(r) => {
             if let Err(e) = validate::short_text("title", &r.title) {

@@ -88,7 +88,7 @@ async fn reads_pipelined_behind_writes_see_them() {
     let mut alice = Client::login(&url, "alice", "phone").await;
 
     let create = alice.send(Request::CreateGroup(v1::CreateGroup { title: "fresh".into(), members: vec!["bob".into()] })).await;
-    let list = alice.send(Request::ListConversations(v1::ListConversations {})).await;
+    let list = alice.send(Request::ListConversations(v1::ListConversations::default())).await;
     let group = expect_conversation(alice.wait_reply(create).await);
     match alice.wait_reply(list).await {
         reply::Result::Conversations(l) => assert!(l.conversations.iter().any(|c| c.id == group.id), "{l:?}"),

@@ -51,7 +51,7 @@ async fn one_to_one_and_group_among_three_users() {
     assert_eq!(messages(&carol_events), vec![("alice".into(), "hi all".into()), ("bob".into(), "hello".into())]);
     carol.assert_quiet().await;
 
-    let list = match carol.request(Request::ListConversations(v1::ListConversations {})).await {
+    let list = match carol.request(Request::ListConversations(v1::ListConversations::default())).await {
         reply::Result::Conversations(l) => l.conversations,
         other => panic!("{other:?}"),
     };
@@ -200,7 +200,7 @@ async fn receipts_reach_the_sender_and_never_go_backwards() {
         .collect();
     assert_eq!(receipts, vec![(v1::ReceiptKind::Delivered as i32, 3, "bob".into()), (v1::ReceiptKind::Read as i32, 2, "bob".into())]);
     alice.assert_quiet().await;
-    let list = match bob.request(Request::ListConversations(v1::ListConversations {})).await {
+    let list = match bob.request(Request::ListConversations(v1::ListConversations::default())).await {
         reply::Result::Conversations(l) => l.conversations,
         other => panic!("{other:?}"),
     };

@@ -308,7 +308,7 @@ impl LinkTask {
                     Request::RemoveMembers { conversation, members, .. } => {
                         Req::RemoveMembers(v1::RemoveMembers { conversation_id: id_number(conversation), members: members.clone() })
                     }
-                    Request::ListConversations { .. } => Req::ListConversations(v1::ListConversations {}),
+                    Request::ListConversations { .. } => Req::ListConversations(v1::ListConversations::default()),
                     Request::CreateRoom { title, .. } => Req::CreateRoom(v1::CreateRoom { title: title.clone() }),
                     Request::JoinRoom { conversation, .. } => Req::JoinRoom(v1::JoinRoom { conversation_id: id_number(conversation) }),
                     Request::LeaveRoom { conversation, .. } => Req::LeaveRoom(v1::LeaveRoom { conversation_id: id_number(conversation) }),

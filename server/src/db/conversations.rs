@@ -7,7 +7,9 @@ use missive_proto::v1::{self, ConversationKind, ErrorCode};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::{UserId, user_ids};
-use super::messages::{Delivery, append_shared_event};
+use super::blocks;
+use super::messages::{Delivery, PAGE_BYTES, append_shared_event, page_size};
+use prost::Message as _;
 use crate::error::{ApiError, ApiResult};
 
 pub type ConversationId = i64;
@@ -85,13 +87,33 @@ pub fn snapshot(conn: &Connection, conv: ConversationId, viewer: UserId) -> ApiR
     Ok(c)
 }
 
-/// Every conversation `user` is a member of, most recently created first.
-pub fn list(conn: &Connection, user: UserId) -> ApiResult<Vec<v1::Conversation>> {
+/// A page of the conversations `user` is a member of, most recently created (highest id) first:
+/// those with an id below `before` (0: from the newest), at most `limit` and as many as fit in
+/// one frame (a conversation alone always fits: at most 256 members of 64-byte names).
+pub fn list(conn: &Connection, user: UserId, before: u64, limit: u32) -> ApiResult<v1::ConversationList> {
+    let limit = page_size(limit) as usize;
+    let before = if before == 0 { i64::MAX } else { before as i64 };
     let ids: Vec<ConversationId> = conn
-        .prepare_cached("SELECT conversation_id FROM members WHERE user_id = ?1 ORDER BY conversation_id DESC")?
-        .query_map([user], |r| r.get(0))?
+        .prepare_cached(
+            "SELECT conversation_id FROM members WHERE user_id = ?1 AND conversation_id < ?2
+             ORDER BY conversation_id DESC LIMIT ?3",
+        )?
+        .query_map(params![user, before, limit as i64 + 1], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    ids.into_iter().map(|id| snapshot(conn, id, user)).collect()
+    let mut conversations = Vec::new();
+    let mut bytes = 0;
+    let mut has_more = ids.len() > limit;
+    for &id in ids.iter().take(limit) {
+        let c = snapshot(conn, id, user)?;
+        bytes += c.encoded_len() + 8;
+        if bytes > PAGE_BYTES && !conversations.is_empty() {
+            has_more = true;
+            break;
+        }
+        conversations.push(c);
+    }
+    let next_before_id = conversations.last().map_or(0, |c| c.id);
+    Ok(v1::ConversationList { conversations, has_more, next_before_id })
 }
 
 fn insert_conversation(
@@ -145,6 +167,9 @@ pub fn create_direct(conn: &Connection, me: UserId, me_name: &str, peer: &str, n
     if peer_id == me {
         return Err(ApiError::refuse(ErrorCode::InvalidArgument, "cannot open a 1:1 conversation with yourself"));
     }
+    if blocks::has_blocked(conn, peer_id, me)? {
+        return Err(blocks::refusal());
+    }
     let key = format!("{}:{}", me.min(peer_id), me.max(peer_id));
     let existing: Option<ConversationId> =
         conn.prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")?.query_row([&key], |r| r.get(0)).optional()?;
@@ -179,6 +204,7 @@ pub fn create_group(
         return Err(ApiError::refuse(ErrorCode::LimitExceeded, format!("a group has at most {MAX_GROUP_MEMBERS} members")));
     }
     let ids = user_ids(conn, &others)?;
+    blocks::check_none_blocked(conn, me, &ids)?;
     let id = insert_conversation(conn, ConversationKind::Group, title, me, None, now)?;
     insert_member(conn, id, me, ROLE_OWNER, now)?;
     for &user in &ids {
@@ -216,6 +242,7 @@ pub fn add_members(
         return Err(ApiError::refuse(ErrorCode::LimitExceeded, format!("a group has at most {MAX_GROUP_MEMBERS} members")));
     }
     let ids = user_ids(conn, &names)?;
+    blocks::check_none_blocked(conn, me, &ids)?;
     let mut added = vec![];
     for (user, name) in ids.into_iter().zip(names) {
         if insert_member(conn, conv, user, ROLE_MEMBER, now)? {
@@ -286,13 +313,15 @@ pub fn leave_room(conn: &Connection, me: UserId, conv: ConversationId) -> ApiRes
     Ok(())
 }
 
-/// Users who share a 1:1 or group conversation with `me`: the audience of presence changes.
+/// Users who share a 1:1 or group conversation with `me`, less those `me` has blocked: the
+/// audience of presence changes.
 pub fn contacts(conn: &Connection, me: UserId) -> ApiResult<Vec<UserId>> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT m2.user_id FROM members m1
          JOIN conversations c ON c.id = m1.conversation_id
          JOIN members m2 ON m2.conversation_id = m1.conversation_id
-         WHERE m1.user_id = ?1 AND c.kind != ?2 AND m2.user_id != ?1",
+         WHERE m1.user_id = ?1 AND c.kind != ?2 AND m2.user_id != ?1
+           AND m2.user_id NOT IN (SELECT blocked_id FROM blocks WHERE user_id = ?1)",
     )?;
     let ids = stmt.query_map(params![me, ConversationKind::Room as i32], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(ids)

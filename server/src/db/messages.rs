@@ -15,6 +15,7 @@ use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::UserId;
+use super::blocks;
 use super::conversations::{ConversationId, Membership, member_ids, require_member};
 use crate::error::{ApiError, ApiResult};
 
@@ -185,9 +186,12 @@ fn original_ack(conn: &Connection, me: UserId, client_id: &str) -> ApiResult<Opt
     }))
 }
 
-/// A conversation `me` may send to.
+/// A conversation `me` may send to: a member, and in a 1:1 conversation not blocked by the peer.
 fn target(conn: &Connection, conv: ConversationId, me: UserId) -> ApiResult<Target> {
     let m = require_member(conn, conv, me)?;
+    if m.kind == ConversationKind::Direct && blocks::blocked_in(conn, conv, me)? {
+        return Err(blocks::refusal());
+    }
     Ok(Target { kind: m.kind, last_seq: m.last_seq, members: None })
 }
 
@@ -207,7 +211,7 @@ fn members_and_cursors(conn: &Connection, conv: ConversationId, cursors: &mut Ha
 }
 
 /// Bytes a page may fill, leaving room for the envelope around it.
-const PAGE_BYTES: usize = missive_proto::MAX_FRAME_BYTES - 16 * 1024;
+pub(crate) const PAGE_BYTES: usize = missive_proto::MAX_FRAME_BYTES - 16 * 1024;
 
 /// What an event or message adds to a page besides its stored bytes (body, client id, event
 /// blob), at most: numbers, the sender's name and the protobuf framing.
@@ -242,7 +246,7 @@ fn truncate_to_frame<M: prost::Message>(items: &mut Vec<M>) -> bool {
     false
 }
 
-fn page_size(limit: u32) -> u32 {
+pub(crate) fn page_size(limit: u32) -> u32 {
     if limit == 0 { DEFAULT_PAGE_SIZE } else { limit.min(MAX_PAGE_SIZE) }
 }
 

@@ -5,6 +5,7 @@
 //! ([`readers`]), so that no read, however heavy, waits in front of a write.
 
 pub mod accounts;
+pub mod blocks;
 pub mod conversations;
 pub mod messages;
 pub mod readers;

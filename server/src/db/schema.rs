@@ -80,6 +80,15 @@ CREATE TABLE shared_events (
 );
 ALTER TABLE inbox ADD COLUMN shared_event_id INTEGER REFERENCES shared_events(id);
 "#,
+    // 4: block lists: `user_id` has blocked `blocked_id`.
+    r#"
+CREATE TABLE blocks (
+    user_id    INTEGER NOT NULL REFERENCES users(id),
+    blocked_id INTEGER NOT NULL REFERENCES users(id),
+    PRIMARY KEY (user_id, blocked_id)
+) WITHOUT ROWID;
+CREATE INDEX blocks_by_blocked ON blocks(blocked_id);
+"#,
 ];
 
 /// The schema version this build writes.
