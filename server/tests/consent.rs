@@ -1,6 +1,6 @@
 //! What others can do to a user without consent: lists of conversations that anyone can grow
-//! come in pages within the frame limit, and a block list stops unwanted 1:1 conversations, group
-//! adds and presence.
+//! come in pages within the frame limit, a block list stops unwanted 1:1 conversations, group
+//! adds and presence, and opening a conversation with someone does not show their presence.
 
 mod common;
 
@@ -114,4 +114,42 @@ async fn a_blocked_user_cannot_write_add_or_watch() {
     assert!(matches!(alice.request(Request::Unblock(v1::Unblock { user: "mallory".into() })).await, reply::Result::Ok(_)));
     mallory.send_text(dm.id, "m3", "sorry").await;
     expect_conversation(mallory.request(Request::AddMembers(v1::AddMembers { conversation_id: group.id, members: vec!["alice".into()] })).await);
+}
+
+fn presence_of<'a>(c: &'a Client, user: &str) -> Vec<&'a v1::PresenceEvent> {
+    c.ephemeral
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(v1::ephemeral::Kind::Presence(p)) if p.user == user => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Mallory opens a 1:1 conversation with Alice and adds her to a group: Alice's presence (coming
+/// online, going away) is not shown to Mallory until Alice writes to her. Mallory's own presence
+/// reaches Alice from the start: opening the conversation was Mallory's consent.
+#[tokio::test]
+async fn opening_a_conversation_with_someone_does_not_show_their_presence() {
+    let server = TestServer::with_users(&["alice", "mallory", "bob"]).await;
+    let url = server.url();
+    let mut mallory = Client::login_live(&url, "mallory", "phone").await;
+    let dm = mallory.direct("alice").await;
+    mallory.group("watch", &["alice", "bob"]).await;
+
+    let mut alice = Client::login_live(&url, "alice", "phone").await;
+    let away = |status: &str| Request::SetPresence(v1::SetPresence { state: v1::PresenceState::Away as i32, status: status.into() });
+    assert!(matches!(alice.request(away("busy")).await, reply::Result::Ok(_)));
+    mallory.ping().await;
+    assert!(presence_of(&mallory, "alice").is_empty(), "{:?}", mallory.ephemeral);
+
+    assert!(matches!(mallory.request(away("lurking")).await, reply::Result::Ok(_)));
+    alice.ping().await;
+    assert_eq!(presence_of(&alice, "mallory").iter().map(|p| p.status.as_str()).collect::<Vec<_>>(), ["lurking"]);
+
+    // Alice writes back: now Mallory sees her presence.
+    alice.send_text(dm.id, "a1", "who are you?").await;
+    assert!(matches!(alice.request(away("at lunch")).await, reply::Result::Ok(_)));
+    mallory.ping().await;
+    assert_eq!(presence_of(&mallory, "alice").iter().map(|p| p.status.as_str()).collect::<Vec<_>>(), ["at lunch"]);
 }

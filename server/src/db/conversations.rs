@@ -129,6 +129,14 @@ fn insert_conversation(
     Ok(conn.last_insert_rowid())
 }
 
+/// `user` acted in conversation `conv` (created it, added members, sent a message): from now on
+/// its presence reaches the other members (see [`contacts`]).
+pub fn engage(conn: &Connection, conv: ConversationId, user: UserId) -> ApiResult<()> {
+    conn.prepare_cached("UPDATE members SET engaged = 1 WHERE conversation_id = ?1 AND user_id = ?2 AND engaged = 0")?
+        .execute([conv, user])?;
+    Ok(())
+}
+
 fn insert_member(conn: &Connection, conv: ConversationId, user: UserId, role: i64, now: i64) -> ApiResult<bool> {
     let n = conn
         .prepare_cached(
@@ -178,6 +186,7 @@ pub fn create_direct(conn: &Connection, me: UserId, me_name: &str, peer: &str, n
     }
     let id = insert_conversation(conn, ConversationKind::Direct, "", me, Some(&key), now)?;
     insert_member(conn, id, me, ROLE_OWNER, now)?;
+    engage(conn, id, me)?;
     insert_member(conn, id, peer_id, ROLE_OWNER, now)?;
     let deliveries = announce(conn, id, &[me, peer_id], vec![me_name.to_owned(), peer.to_owned()], vec![], me_name)?;
     Ok((snapshot(conn, id, me)?, deliveries))
@@ -207,6 +216,7 @@ pub fn create_group(
     blocks::check_none_blocked(conn, me, &ids)?;
     let id = insert_conversation(conn, ConversationKind::Group, title, me, None, now)?;
     insert_member(conn, id, me, ROLE_OWNER, now)?;
+    engage(conn, id, me)?;
     for &user in &ids {
         insert_member(conn, id, user, ROLE_MEMBER, now)?;
     }
@@ -243,6 +253,7 @@ pub fn add_members(
     }
     let ids = user_ids(conn, &names)?;
     blocks::check_none_blocked(conn, me, &ids)?;
+    engage(conn, conv, me)?;
     let mut added = vec![];
     for (user, name) in ids.into_iter().zip(names) {
         if insert_member(conn, conv, user, ROLE_MEMBER, now)? {
@@ -313,14 +324,17 @@ pub fn leave_room(conn: &Connection, me: UserId, conv: ConversationId) -> ApiRes
     Ok(())
 }
 
-/// Users who share a 1:1 or group conversation with `me`, less those `me` has blocked: the
-/// audience of presence changes.
+/// The audience of `me`'s presence changes: users who share a 1:1 or group conversation in which
+/// `me` has engaged (created it, added members, or sent a message: consent by acting, as a reply
+/// approves a subscription in RFC 6121), less those `me` has blocked. Opening a 1:1 conversation
+/// with someone, or adding them to a group, therefore shows the opener's presence to them, not
+/// theirs to the opener, until they write back.
 pub fn contacts(conn: &Connection, me: UserId) -> ApiResult<Vec<UserId>> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT m2.user_id FROM members m1
          JOIN conversations c ON c.id = m1.conversation_id
          JOIN members m2 ON m2.conversation_id = m1.conversation_id
-         WHERE m1.user_id = ?1 AND c.kind != ?2 AND m2.user_id != ?1
+         WHERE m1.user_id = ?1 AND m1.engaged = 1 AND c.kind != ?2 AND m2.user_id != ?1
            AND m2.user_id NOT IN (SELECT blocked_id FROM blocks WHERE user_id = ?1)",
     )?;
     let ids = stmt.query_map(params![me, ConversationKind::Room as i32], |r| r.get(0))?.collect::<Result<_, _>>()?;

@@ -192,6 +192,9 @@ fn target(conn: &Connection, conv: ConversationId, me: UserId) -> ApiResult<Targ
     if m.kind == ConversationKind::Direct && blocks::blocked_in(conn, conv, me)? {
         return Err(blocks::refusal());
     }
+    if m.kind != ConversationKind::Room {
+        super::conversations::engage(conn, conv, me)?;
+    }
     Ok(Target { kind: m.kind, last_seq: m.last_seq, members: None })
 }
 

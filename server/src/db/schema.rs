@@ -89,6 +89,14 @@ CREATE TABLE blocks (
 ) WITHOUT ROWID;
 CREATE INDEX blocks_by_blocked ON blocks(blocked_id);
 "#,
+    // 5: presence consent: a member's presence reaches the others of a conversation once the
+    // member has engaged in it (created it, added someone to it, or sent a message in it).
+    r#"
+ALTER TABLE members ADD COLUMN engaged INTEGER NOT NULL DEFAULT 0;
+UPDATE members SET engaged = 1
+ WHERE user_id = (SELECT created_by FROM conversations c WHERE c.id = members.conversation_id)
+    OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = members.conversation_id AND m.sender_id = members.user_id);
+"#,
 ];
 
 /// The schema version this build writes.
