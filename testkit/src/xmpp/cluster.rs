@@ -99,9 +99,22 @@ impl EjabberdCluster {
     }
 
     /// Kills node `i` with SIGKILL (no goodbye to its clients nor to the other node) and waits
-    /// for it to be gone. The other node keeps serving.
+    /// for it to be gone, and for the other node to run without it (until then, the other node
+    /// may still route to sessions on the dead one: seen under load). The other node keeps
+    /// serving.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
+        let other = 1 - i;
+        let alone = vec![self.names[other].clone()];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.running_nodes(other) {
+                Ok(members) if members == alone => return,
+                Ok(members) => assert!(Instant::now() < deadline, "node {} still runs with {members:?}", other + 1),
+                Err(e) => assert!(Instant::now() < deadline, "node {}: {e}", other + 1),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Starts node `i` again after [`EjabberdCluster::kill`], on its data and ports, and returns

@@ -10,6 +10,7 @@
 //! (XEP-0198), is not sent again, so a failed resume cannot duplicate it. Stream management
 //! acknowledgements are requested after every burst and answered when the server asks.
 
+mod bookmarks;
 mod lag;
 mod muc;
 
@@ -54,6 +55,10 @@ enum PendingIq {
     Ping,
     /// A step of a room operation.
     Muc(String),
+    /// The account's bookmarks (XEP-0402), asked for at the first sync.
+    Bookmarks,
+    /// A bookmark published or retracted (the answer only tells whether the server keeps them).
+    Bookmark,
     /// The name of a room we were invited to without one (Openfire drops the invitation's
     /// reason): the room and who invited us.
     RoomName { room: String, inviter: String },
@@ -168,6 +173,8 @@ pub(super) struct LinkTask {
     /// Messages that came before the engine's first sync (offline storage delivers at the
     /// first presence): taken once the cursor is loaded.
     early: Vec<Element>,
+    /// The bookmarks node was created (or found to exist) on this stream.
+    bookmarks_node_created: bool,
 }
 
 /// Messages kept before the first sync at most (past it they are left to the archive).
@@ -219,6 +226,7 @@ impl LinkTask {
             confirm_on_ack: VecDeque::new(),
             lag: lag::ArchiveLag::default(),
             early: Vec::new(),
+            bookmarks_node_created: false,
         }
     }
 
@@ -537,6 +545,10 @@ impl LinkTask {
             for room in rooms {
                 self.join(&room).await?;
             }
+            // Groups whose invitation this device never saw (see `bookmarks`).
+            let id = self.new_id("bm");
+            self.iqs.insert(id.clone(), PendingIq::Bookmarks);
+            self.send(&bookmarks::fetch(&id)).await?;
             for e in std::mem::take(&mut self.early) {
                 Box::pin(self.on_message(e)).await?;
             }
@@ -625,13 +637,17 @@ impl LinkTask {
         Ok(())
     }
 
-    /// An invitation to a room: follow the room (its archive is read from its start), join it,
-    /// and tell the engine of the group.
-    async fn on_invitation(&mut self, room: String, title: String, inviter: String) -> Flow {
+    /// An invitation to a room (or a group found in the bookmarks: `bookmarked`): follow the
+    /// room (its archive is read from its start), join it, keep it in the bookmarks, and tell
+    /// the engine of the group.
+    async fn on_invitation(&mut self, room: String, title: String, inviter: String, bookmarked: bool) -> Flow {
         if !self.cursor.follow(&room) {
             return Ok(());
         }
         let untitled = title.is_empty();
+        if !bookmarked {
+            self.bookmark(&room, &title).await?;
+        }
         let members = [self.me.clone(), inviter.clone()].into_iter().filter(|m| !m.is_empty()).collect();
         let kind = RemoteEventKind::Membership { conversation: muc::group(&room, title, members), added: vec![self.me.clone()], removed: Vec::new() };
         self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await?;
@@ -640,6 +656,26 @@ impl LinkTask {
             self.ask_room_name(room, inviter).await?;
         }
         Ok(())
+    }
+
+    /// Keeps a group in the account's bookmarks, for its other devices.
+    pub(super) async fn bookmark(&mut self, room: &str, title: &str) -> Flow {
+        if !self.bookmarks_node_created {
+            self.bookmarks_node_created = true;
+            let id = self.new_id("bm");
+            self.iqs.insert(id.clone(), PendingIq::Bookmark);
+            self.send(&bookmarks::create(&id)).await?;
+        }
+        let id = self.new_id("bm");
+        self.iqs.insert(id.clone(), PendingIq::Bookmark);
+        self.send(&bookmarks::publish(&id, room, title)).await
+    }
+
+    /// Takes a group we were removed from out of the bookmarks.
+    pub(super) async fn unbookmark(&mut self, room: &str) -> Flow {
+        let id = self.new_id("bm");
+        self.iqs.insert(id.clone(), PendingIq::Bookmark);
+        self.send(&bookmarks::retract(&id, room)).await
     }
 
     /// Asks a room for its name (XEP-0030: the identity's name, which is the title the group
@@ -663,6 +699,7 @@ impl LinkTask {
         if !self.cursor.archives.contains_key(&room) {
             return Ok(());
         }
+        self.bookmark(&room, &title).await?;
         let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
         let kind = RemoteEventKind::Membership { conversation: muc::group(&room, title, members), added: vec![self.me.clone()], removed: Vec::new() };
         self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await
@@ -722,6 +759,11 @@ impl LinkTask {
 
     /// Starts reading `archive` from the cursor on.
     async fn read_archive(&mut self, archive: String, sync: bool) -> Flow {
+        if !archive.is_empty() && !self.cursor.archives.contains_key(&archive) {
+            // A group we left or were removed from (a cue or a re-read from before): its
+            // archive is not ours to read any more.
+            return Ok(());
+        }
         if !sync && !matches!(self.phase, Phase::Live) {
             self.cued.insert(archive);
             return Ok(());
@@ -862,7 +904,7 @@ impl LinkTask {
             // Acted on as it comes (live, or stored offline and delivered at login): not every
             // server archives it (Openfire's Monitoring plugin keeps only messages with a
             // body). Where it is archived (in our own archive), reading it again is a no-op.
-            self.on_invitation(room, title, inviter).await?;
+            self.on_invitation(room, title, inviter, false).await?;
             return self.read_archive(archive::OWN.to_owned(), false).await;
         }
         let room = kind == "groupchat" || self.is_room(&from);
@@ -960,6 +1002,22 @@ impl LinkTask {
             PendingIq::Ping => self.emit(Incoming::Pong).await,
             PendingIq::Muc(room) => self.on_muc_iq(&room, &e).await,
             PendingIq::RoomName { room, inviter } => self.on_room_name(room, inviter, &e).await,
+            PendingIq::Bookmarks => {
+                for b in bookmarks::read(&e, &self.config.muc_domain) {
+                    if !self.cursor.archives.contains_key(&b.room) {
+                        tracing::debug!(room = %b.room, "a group found in the bookmarks");
+                        self.on_invitation(b.room, b.title, String::new(), true).await?;
+                    }
+                }
+                Ok(())
+            }
+            PendingIq::Bookmark => {
+                let condition = e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
+                if kind != "result" && condition != "conflict" {
+                    tracing::debug!(%condition, "the server did not take a bookmark");
+                }
+                Ok(())
+            }
             PendingIq::Query => self.on_query_done(&id, &e).await,
             PendingIq::History(read) => {
                 let results = self.queries.remove(&id).map(|q| q.results).unwrap_or_default();
@@ -1049,6 +1107,10 @@ impl LinkTask {
         }
         query.results.append(&mut query.newer);
         self.reading.remove(&query.archive);
+        if !query.archive.is_empty() && !self.cursor.archives.contains_key(&query.archive) {
+            // Removed from the group while the read was under way: what it found is not ours.
+            return if query.sync { self.next_sync_read().await } else { Ok(()) };
+        }
         if fin_iq.get_attr("type") != Some("result") {
             let condition = fin_iq.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
             if condition == "item-not-found" && !query.tail {
@@ -1064,6 +1126,7 @@ impl LinkTask {
             // A group we can no longer read (removed while offline, destroyed): leave it.
             tracing::warn!(room = %query.archive, %condition, "cannot read a group archive; leaving it");
             self.cursor.archives.remove(&query.archive);
+            self.unbookmark(&query.archive).await?;
             let kind = RemoteEventKind::Membership {
                 conversation: muc::group(&query.archive, String::new(), Vec::new()),
                 added: Vec::new(),
@@ -1087,6 +1150,7 @@ impl LinkTask {
         let mut events = Vec::new();
         let mut invited = Vec::new();
         let mut untitled = Vec::new();
+        let mut bookmarked = Vec::new();
         let mut message_ids = Vec::new();
         for result in &query.results {
             let Some(entry) = read_archived(result, room.as_deref(), &self.me) else {
@@ -1129,6 +1193,7 @@ impl LinkTask {
                         if title.is_empty() {
                             untitled.push((room.clone(), inviter.clone()));
                         }
+                        bookmarked.push((room.clone(), title.clone()));
                         invited.push(room.clone());
                         let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
                         Some(RemoteEventKind::Membership {
@@ -1166,6 +1231,9 @@ impl LinkTask {
         // (Answered after this page's events are out: the title follows the group.)
         for (room, inviter) in untitled {
             self.ask_room_name(room, inviter).await?;
+        }
+        for (room, title) in bookmarked {
+            self.bookmark(&room, &title).await?;
         }
         self.lag.seen(&query.archive, message_ids.iter().map(String::as_str));
         let read_to_end = complete && !self.cued.contains(&query.archive);

@@ -183,6 +183,14 @@ impl LinkTask {
                     if condition == "item-not-found" { "NOT_FOUND" } else { "FORBIDDEN" },
                     format!("joining {room}: {condition}"),
                 ));
+            } else if self.cursor.archives.contains_key(&room) {
+                // A group we follow refuses us as a member (removed while this device was away,
+                // and a sync followed it again from an old invitation or a bookmark): leave it.
+                let condition = e.get_child("error", NS_CLIENT).map(error_condition).unwrap_or_default();
+                if condition == "registration-required" || condition == "forbidden" {
+                    tracing::debug!(%room, %condition, "a group refuses us: leaving it");
+                    return self.left_group(room).await;
+                }
             }
             return Ok(());
         }
@@ -203,6 +211,7 @@ impl LinkTask {
             let removed = ["301", "321", "322"].iter().any(|code| statuses.contains(code))
                 || e.get_child("x", NS_MUC_USER).is_some_and(|x| x.get_child("destroy", NS_MUC_USER).is_some());
             if removed && self.cursor.archives.remove(&room).is_some() {
+                self.unbookmark(&room).await?;
                 let kind = RemoteEventKind::Membership {
                     conversation: group(&room, String::new(), Vec::new()),
                     added: Vec::new(),
@@ -217,6 +226,14 @@ impl LinkTask {
             // room handled before our join reached no live copy to us, and a read made before
             // the join (at the invitation, at sync) may have come too early to see it.
             if self.cursor.archives.contains_key(&room) {
+                // In as no member (ejabberd lets a removed member join again; the sync followed
+                // the group from an old invitation or bookmark): it is not our group any more.
+                let affiliation = e.get_child("x", NS_MUC_USER).and_then(|x| x.get_child("item", NS_MUC_USER)).and_then(|i| i.get_attr("affiliation"));
+                if matches!(affiliation, Some("none" | "outcast")) {
+                    tracing::debug!(%room, "in a group as no member: leaving it");
+                    self.send(&Element::new("presence", NS_CLIENT).attr("to", from).attr("type", "unavailable")).await?;
+                    return self.left_group(room).await;
+                }
                 return self.read_archive(room, false).await;
             }
             return Ok(());
@@ -229,6 +246,18 @@ impl LinkTask {
             }
             _ => self.configure(task).await,
         }
+    }
+
+    /// We are no member of a group we followed: stop following it, take it out of the
+    /// bookmarks, and tell the engine.
+    async fn left_group(&mut self, room: String) -> Flow {
+        self.joined.remove(&room);
+        if self.cursor.archives.remove(&room).is_none() {
+            return Ok(());
+        }
+        self.unbookmark(&room).await?;
+        let kind = RemoteEventKind::Membership { conversation: group(&room, String::new(), Vec::new()), added: Vec::new(), removed: vec![self.me.clone()] };
+        self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await
     }
 
     async fn configure(&mut self, mut task: MucTask) -> Flow {
@@ -299,6 +328,7 @@ impl LinkTask {
             MucGoal::CreateGroup { members, reply } => {
                 self.invite(&room, &task.title, &members).await?;
                 self.cursor.follow(&room);
+                self.bookmark(&room, &task.title).await?;
                 let mut all = vec![self.me.clone()];
                 all.extend(members);
                 let conversation = group(&room, task.title, all);
