@@ -48,4 +48,7 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4004;
     /// Too many failed logins on one connection.
     pub const TOO_MANY_FAILURES: u16 = 4005;
+    /// The session's token was revoked (a logout elsewhere): authenticate again; resuming with
+    /// the same token will be refused.
+    pub const SESSION_REVOKED: u16 = 4006;
 }

@@ -142,7 +142,8 @@ async fn cancel_edit_and_retry() {
     wait_present(&bob, &mut bob_events, &keep.id).await;
     assert_eq!(all_texts(&bob, &dm.id).await, vec!["typo here"]);
 
-    // A permanent refusal: carol is removed from a group and then sends to it.
+    // A permanent refusal: carol is removed from a group and then sends to it (the server answers
+    // NOT_FOUND, as for a conversation that does not exist).
     let mut carol_events = carol.subscribe();
     let group = alice.create_group("g", &["carol"]).await.unwrap();
     wait_for(&mut carol_events, "group", |e| matches!(e, Event::ConversationChanged(c) if c.id == group.id)).await;
@@ -152,7 +153,7 @@ async fn cancel_edit_and_retry() {
     let failed = wait_state(&carol, &mut carol_events, &refused.id, MessageState::Failed { reason: String::new(), retryable: false }).await;
     match failed.state {
         MessageState::Failed { reason, retryable } => {
-            assert!(reason.contains("FORBIDDEN"), "{reason}");
+            assert!(reason.contains("NOT_FOUND"), "{reason}");
             assert!(!retryable);
         }
         other => panic!("{other:?}"),

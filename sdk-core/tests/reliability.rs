@@ -337,6 +337,30 @@ async fn a_revoked_token_gives_auth_failed_and_no_retry_loop() {
     assert_eq!(alice.connection_state(), ConnectionState::Connected);
 }
 
+/// A logout elsewhere with the same token ends the live session at once (close 4006): the client
+/// goes straight to AuthFailed, without a reconnect attempt, and stays there.
+#[tokio::test]
+async fn a_live_session_revoked_elsewhere_goes_straight_to_auth_failed() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = temp_store(&dir, "alice");
+    let alice = logged_in_new(&url, "alice", &store).await;
+    assert_eq!(alice.connection_state(), ConnectionState::Connected);
+    let mut events = alice.subscribe();
+    let token: String = rusqlite::Connection::open(&store)
+        .unwrap()
+        .query_row("SELECT value FROM settings WHERE key = 'session.token'", [], |r| r.get(0))
+        .unwrap();
+    revoke(&url, &token).await;
+    let next = wait_for(&mut events, "a connection change", |e| matches!(e, Event::ConnectionChanged(s) if *s != ConnectionState::Connected)).await;
+    assert!(matches!(next, Event::ConnectionChanged(ConnectionState::AuthFailed { .. })), "{next:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(matches!(alice.connection_state(), ConnectionState::AuthFailed { .. }), "stays failed: no retry loop");
+    alice.login("alice", PASSWORD).await.unwrap();
+    assert_eq!(alice.connection_state(), ConnectionState::Connected);
+}
+
 /// Resumes with `token` over a raw connection and logs out, which revokes it on the server.
 async fn revoke(url: &str, token: &str) {
     use futures_util::{SinkExt, StreamExt};

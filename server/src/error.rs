@@ -18,8 +18,10 @@ impl ApiError {
         ApiError::Refused(v1::Error::new(code, message))
     }
 
-    pub fn not_member() -> Self {
-        Self::refuse(ErrorCode::Forbidden, "not a member of this conversation")
+    /// The one refusal for a conversation that does not exist and for one the requester is not
+    /// a member of: telling them apart would let anyone probe which ids exist.
+    pub fn no_such_conversation() -> Self {
+        Self::refuse(ErrorCode::NotFound, "no such conversation")
     }
 
     pub fn into_wire(self) -> v1::Error {

@@ -1,10 +1,12 @@
 //! The hub: which sessions are online, for which user and device, which of them are live (have
 //! synced to the end of their inbox), and which chat rooms each is present in. Fan-out goes
-//! through here. Sending never blocks: a session whose outbound queue is full is closed as a slow
-//! consumer and will catch up by syncing when it reconnects.
+//! through here. Sending never blocks: a session whose outbound queue holds more than its bound
+//! in bytes is closed as a slow consumer (4004), its queue is dropped at once, and it catches up
+//! by syncing when it reconnects.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use missive_proto::v1::{self, server_frame::Frame};
@@ -17,34 +19,101 @@ use crate::db::conversations::ConversationId;
 
 pub type ConnId = u64;
 
+/// Something released once the frame it travels with is written to the socket (a read permit:
+/// a connection's reads wait while their replies are unsent).
+pub type Hold = Option<tokio::sync::OwnedSemaphorePermit>;
+
 /// What the writer half of a connection sends.
 #[derive(Debug)]
 pub enum Outbound {
-    Frame(Bytes),
+    Frame(Bytes, Hold),
+    /// Sent after the frames queued before it; the connection then closes with this code.
     Close(u16),
 }
 
-/// The sending side of one connection: frames go into a bounded queue drained by the writer.
+/// The sending side of one connection: frames go into a queue drained by the writer, bounded in
+/// bytes (the writer subtracts what it takes out).
 #[derive(Clone)]
 pub struct Peer {
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::UnboundedSender<Outbound>,
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     /// Cancelled to close the connection; `close_code` says why.
     pub kill: CancellationToken,
-    close_code: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    close_code: Arc<AtomicU32>,
+}
+
+/// The receiving side of a connection's queue, for its writer.
+pub struct OutboundQueue {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboundQueue {
+    /// The next item; `None` once every `Peer` is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await;
+        self.taken(&item);
+        item
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.try_recv().ok();
+        self.taken(&item);
+        item
+    }
+
+    fn taken(&self, item: &Option<Outbound>) {
+        if let Some(Outbound::Frame(bytes, _)) = item {
+            self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+        }
+    }
 }
 
 impl Peer {
-    pub fn new(tx: mpsc::Sender<Outbound>) -> Self {
-        Peer { tx, kill: CancellationToken::new(), close_code: Default::default() }
+    /// A connection's queue, closing it as a slow consumer beyond `max_queued` bytes.
+    pub fn new(max_queued: usize) -> (Self, OutboundQueue) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let peer = Peer { tx, queued: queued.clone(), max_queued, kill: CancellationToken::new(), close_code: Default::default() };
+        (peer, OutboundQueue { rx, queued })
     }
 
-    /// Queues a frame; closes the connection as a slow consumer if the queue is full.
+    /// Queues a frame; closes the connection as a slow consumer if its queue would exceed the
+    /// bound (a frame alone in the queue always fits).
     pub fn send(&self, frame: Frame) {
-        let bytes = codec::encode(&v1::ServerFrame { frame: Some(frame) });
-        if self.tx.try_send(Outbound::Frame(bytes.into())).is_err() {
+        self.send_holding(frame, None)
+    }
+
+    /// As `send`, with `hold` released once the frame is written (or dropped).
+    pub fn send_holding(&self, frame: Frame, hold: Hold) {
+        if self.kill.is_cancelled() {
+            return;
+        }
+        let bytes = Bytes::from(codec::encode(&v1::ServerFrame { frame: Some(frame) }));
+        let len = bytes.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max_queued {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
             self.close(close::SLOW_CONSUMER);
+            return;
+        }
+        if self.tx.send(Outbound::Frame(bytes, hold)).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
         }
     }
+
+    /// A reply that releases `hold` once written.
+    pub fn reply_holding(&self, request_id: u64, result: v1::reply::Result, hold: Hold) {
+        self.send_holding(Frame::Reply(v1::Reply { request_id, result: Some(result) }), hold);
+    }
+
+    /// Queues a close after the frames already queued; false if the writer is gone.
+    pub fn close_after_queued(&self, code: u16) -> bool {
+        self.tx.send(Outbound::Close(code)).is_ok()
+    }
+
 
     pub fn reply(&self, request_id: u64, result: v1::reply::Result) {
         self.send(Frame::Reply(v1::Reply { request_id, result: Some(result) }));
@@ -56,12 +125,12 @@ impl Peer {
 
     /// Asks the writer to close with `code` (the first code given wins).
     pub fn close(&self, code: u16) {
-        let _ = self.close_code.compare_exchange(0, code as u32, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.close_code.compare_exchange(0, code as u32, Ordering::SeqCst, Ordering::SeqCst);
         self.kill.cancel();
     }
 
     pub fn close_code(&self) -> Option<u16> {
-        match self.close_code.load(std::sync::atomic::Ordering::SeqCst) {
+        match self.close_code.load(Ordering::SeqCst) {
             0 => None,
             c => Some(c as u16),
         }
@@ -70,6 +139,8 @@ impl Peer {
 
 struct Session {
     user: UserId,
+    /// The hash of the token the session authenticated with (revocation closes it).
+    token: [u8; 32],
     peer: Peer,
     live: bool,
     rooms: HashSet<ConversationId>,
@@ -92,11 +163,29 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers an authenticated session (not live until its sync reaches the inbox end).
-    pub fn register(&self, conn: ConnId, user: UserId, peer: Peer) {
+    /// Registers an authenticated session (not live until its sync reaches the inbox end);
+    /// returns true when it is the user's first.
+    pub fn register(&self, conn: ConnId, user: UserId, token: [u8; 32], peer: Peer) -> bool {
         let mut g = self.lock();
-        g.sessions.insert(conn, Session { user, peer, live: false, rooms: HashSet::new() });
-        g.by_user.entry(user).or_default().push(conn);
+        g.sessions.insert(conn, Session { user, token, peer, live: false, rooms: HashSet::new() });
+        let conns = g.by_user.entry(user).or_default();
+        conns.push(conn);
+        conns.len() == 1
+    }
+
+    /// Closes every session of `user` that authenticated with `token` (every session of the
+    /// user when `None`), except `except`, with `code`.
+    pub fn close_sessions(&self, user: UserId, token: Option<&[u8; 32]>, except: ConnId, code: u16) -> usize {
+        let g = self.lock();
+        let mut closed = 0;
+        for conn in g.by_user.get(&user).into_iter().flatten() {
+            let s = &g.sessions[conn];
+            if *conn != except && token.is_none_or(|t| *t == s.token) {
+                s.peer.close(code);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Removes a session; returns true when it was the user's last one.
@@ -182,11 +271,6 @@ impl Hub {
         if let Some(set) = g.rooms.get_mut(&room) {
             set.remove(&conn);
         }
-    }
-
-    /// Whether the user has at least one authenticated session.
-    pub fn online(&self, user: UserId) -> bool {
-        self.lock().by_user.contains_key(&user)
     }
 
     /// Closes every session with `code` (server shutdown).

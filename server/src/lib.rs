@@ -25,14 +25,18 @@
 //! # Ok(()) }
 //! ```
 
+mod addresses;
 mod auth;
 mod config;
 mod db;
 mod error;
+mod fair;
 mod handlers;
+mod hashing;
 mod hub;
 mod ratelimit;
 mod session;
+mod throttle;
 mod tls;
 
 use std::net::SocketAddr;
@@ -44,7 +48,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{ServerConfig, ServerLimits, TlsFiles};
+pub use config::{AuthLimits, ServerConfig, ServerLimits, Synchronous, TlsFiles};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,10 @@ pub(crate) struct Ctx {
     pub db: db::Db,
     pub hub: Arc<hub::Hub>,
     pub shutdown: CancellationToken,
+    /// Password hashing, bounded (see `hashing`).
+    pub hashes: hashing::HashPool,
+    /// Login and registration throttles across connections (see `throttle`).
+    pub throttle: std::sync::Mutex<throttle::AuthThrottle>,
 }
 
 /// The reference server.
@@ -74,22 +82,27 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| ServerError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose().map_err(ServerError::Tls)?;
-        let (db, db_closed) = db::Db::open(&config.data_dir.join("missive.db"))
+        let (db, db_closed) = db::Db::open(&config.data_dir.join("missive.db"), config.synchronous, config.limits.read_threads)
             .map_err(|e| ServerError::Storage(e.to_string()))?;
         let listener = TcpListener::bind(config.listen).await.map_err(ServerError::Listen)?;
         let local_addr = listener.local_addr().map_err(ServerError::Listen)?;
         let shutdown = CancellationToken::new();
         let hub = Arc::new(hub::Hub::default());
         let tracker = TaskTracker::new();
-        let ctx = Arc::new(Ctx { config, db, hub: hub.clone(), shutdown: shutdown.clone() });
+        let auth = &config.limits.auth;
+        let hashes = hashing::HashPool::start(auth.hash_threads, auth.hash_queue, auth.hashes_per_address);
+        let throttle = std::sync::Mutex::new(throttle::AuthThrottle::new(auth.clone()));
+        let ctx = Arc::new(Ctx { config, db, hub: hub.clone(), shutdown: shutdown.clone(), hashes, throttle });
         let secure = tls.is_some();
         tracing::info!(%local_addr, tls = secure, "missive-server listening");
+        let store = ctx.db.clone();
         let accept = tokio::spawn(accept_loop(listener, ctx, tls, tracker.clone()));
-        Ok(ServerHandle { local_addr, secure, shutdown, accept, tracker, hub, db_closed })
+        Ok(ServerHandle { local_addr, secure, shutdown, accept, tracker, hub, db: Some(store), db_closed })
     }
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<tokio_rustls::TlsAcceptor>, tracker: TaskTracker) {
+    let slots = addresses::AddressSlots::new(ctx.config.limits.max_connections_per_address);
     loop {
         let (tcp, remote) = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -107,10 +120,15 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<tokio_rus
             tracing::warn!(%remote, "connection refused: too many connections");
             continue;
         }
+        let Some(slot) = slots.try_take(remote.ip()) else {
+            tracing::debug!(%remote, "connection refused: too many connections from this address");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let ctx = ctx.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
+            let _slot = slot;
             match tls {
                 None => session::serve(tcp, remote, ctx).await,
                 Some(acceptor) => match tokio::time::timeout(ctx.config.limits.auth_timeout, acceptor.accept(tcp)).await {
@@ -131,6 +149,8 @@ pub struct ServerHandle {
     accept: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
     hub: Arc<hub::Hub>,
+    /// A handle to the store (dropped at shutdown so that the store thread can end).
+    db: Option<db::Db>,
     db_closed: oneshot::Receiver<()>,
 }
 
@@ -150,9 +170,16 @@ impl ServerHandle {
         self.hub.session_count()
     }
 
+    /// The database's `synchronous` setting in effect, as SQLite reports it on the store
+    /// thread's connection: 2 for `FULL`, 1 for `NORMAL`.
+    pub async fn synchronous(&self) -> Option<i64> {
+        self.db.as_ref()?.synchronous().await.ok()
+    }
+
     /// Stops accepting, closes every connection with 1001 (going away), waits for in-flight
     /// requests to be answered and the last batch to commit, then closes the database.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        drop(self.db.take());
         self.shutdown.cancel();
         self.hub.close_all(missive_proto::close::GOING_AWAY);
         let _ = self.accept.await;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use missive_server::{Server, ServerConfig, TlsFiles};
+use missive_server::{Server, ServerConfig, Synchronous, TlsFiles};
 
 /// The Missive reference server: accounts, conversations, groups, chat rooms and durable
 /// messages over WebSocket + protobuf, stored in SQLite.
@@ -23,9 +23,22 @@ struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Sustained requests per second allowed per connection.
+    /// Sustained requests per second allowed per connection (bursts of twice as many).
     #[arg(long, default_value_t = 1000)]
     rate: u32,
+    /// Open connections beyond which new ones are refused.
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Open connections from one IP address (an IPv6 /64) beyond which new ones are refused.
+    #[arg(long, default_value_t = 1_000)]
+    max_connections_per_address: usize,
+    /// `full`: a message is acknowledged once its commit is on disk (survives a power cut);
+    /// `normal`: once it is in the write-ahead log (survives a process kill, not a power cut).
+    #[arg(long, default_value = "full")]
+    synchronous: Synchronous,
+    /// Threads hashing passwords (argon2id, 19 MiB each); default: half the cores.
+    #[arg(long)]
+    hash_threads: Option<usize>,
 }
 
 /// A parent may start us with SIGTERM or SIGINT blocked (some runtimes spawn children from
@@ -48,6 +61,8 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> std::process::ExitCode {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: a log file holds no escape sequences but what a client sent.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -56,6 +71,12 @@ async fn run() -> std::process::ExitCode {
     let mut config = ServerConfig::new(args.listen, args.data);
     config.limits.requests_per_second = args.rate;
     config.limits.burst = args.rate.saturating_mul(2);
+    config.limits.max_connections = args.max_connections;
+    config.limits.max_connections_per_address = args.max_connections_per_address;
+    config.synchronous = args.synchronous;
+    if let Some(threads) = args.hash_threads {
+        config.limits.auth.hash_threads = threads.max(1);
+    }
     if let (Some(cert_chain), Some(private_key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert_chain, private_key });
     }

@@ -7,7 +7,7 @@
 //! input gets an error reply when a reply can be addressed, or a close with a code from
 //! [`missive_proto::close`] otherwise; the server keeps serving everyone else.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use missive_proto::v1::{self, ErrorCode, client_frame::Request, reply};
 use missive_proto::{CodecError, MAX_FRAME_BYTES, PROTOCOL_VERSION, close, codec};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -24,8 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 
 use crate::Ctx;
 use crate::handlers::{self, Identity, QueuedSend};
-use crate::hub::{ConnId, Outbound, Peer};
-use crate::ratelimit::TokenBucket;
+use crate::error::ApiResult;
+use crate::hub::{ConnId, Hold, Outbound, OutboundQueue, Peer};
+use crate::ratelimit::{RefusalMeter, TokenBucket};
 
 /// Malformed frames tolerated on one connection before it is closed.
 const MAX_MALFORMED: u32 = 10;
@@ -58,6 +59,7 @@ fn close_reason(code: u16) -> &'static str {
         close::FLOOD => "rate limit exceeded repeatedly",
         close::SLOW_CONSUMER => "outbound queue full",
         close::TOO_MANY_FAILURES => "too many failed logins",
+        close::SESSION_REVOKED => "session revoked",
         _ => "closing",
     }
 }
@@ -88,21 +90,22 @@ where
     };
     let conn_id: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (sink, mut frames) = ws.split();
-    let (tx, rx) = mpsc::channel(limits.outbound_queue);
-    let peer = Peer::new(tx.clone());
-    let writer = tokio::spawn(write_loop(sink, rx, peer.clone(), limits.write_timeout));
+    let (peer, queue) = Peer::new(limits.outbound_queue_bytes);
+    let writer = tokio::spawn(write_loop(sink, queue, peer.clone(), limits.write_timeout));
 
     let mut conn = Connection {
         ctx: ctx.clone(),
         peer: peer.clone(),
-        outbound: tx,
+        address: crate::addresses::address_key(remote.ip()),
         conn_id,
         phase: Phase::AwaitHello,
         bucket: TokenBucket::new(limits.requests_per_second, limits.burst, Instant::now()),
-        limited_in_a_row: 0,
+        refusals: RefusalMeter::new(limits.flood_refusals, limits.flood_window, Instant::now()),
         held_sends: HeldSends::default(),
         malformed: 0,
         sends: Vec::new(),
+        reads: Arc::new(Semaphore::new(limits.reads_per_connection.max(1))),
+        writes: Writes::new(),
     };
     let started = tokio::time::Instant::now();
     tracing::debug!(%remote, conn_id, "connection open");
@@ -151,7 +154,7 @@ where
     match code {
         // Ordered after the replies already queued; falls back to an abrupt close.
         Some(code) => {
-            if conn.outbound.try_send(Outbound::Close(code)).is_err() {
+            if !peer.close_after_queued(code) {
                 peer.close(code);
             }
         }
@@ -161,7 +164,6 @@ where
     // Sends received before the end are stored (their acks may not reach the client; it sends
     // them again and gets the same acks).
     conn.flush_sends().await;
-    drop(conn.outbound);
     if let Phase::Authenticated(identity) = &conn.phase {
         handlers::on_disconnect(&ctx, identity.clone()).await;
     }
@@ -174,7 +176,7 @@ where
 /// Most frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 256;
 
-async fn write_loop<W>(mut sink: W, mut rx: mpsc::Receiver<Outbound>, peer: Peer, write_timeout: std::time::Duration)
+async fn write_loop<W>(mut sink: W, mut rx: OutboundQueue, peer: Peer, write_timeout: std::time::Duration)
 where
     W: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
@@ -185,25 +187,31 @@ where
             next = rx.recv() => next,
         };
         match next {
-            Some(Outbound::Frame(bytes)) => {
+            Some(Outbound::Frame(bytes, hold)) => {
                 // Whatever else is queued goes out with it in one flush: one write for a burst of
-                // acks or events instead of one per frame.
+                // acks or events instead of one per frame. Holds are released after the flush.
                 let mut closing = None;
+                let mut holds = vec![hold];
                 let burst = async {
                     sink.feed(Message::Binary(bytes)).await?;
                     for _ in 1..MAX_FRAMES_PER_FLUSH {
                         match rx.try_recv() {
-                            Ok(Outbound::Frame(bytes)) => sink.feed(Message::Binary(bytes)).await?,
-                            Ok(Outbound::Close(code)) => {
+                            Some(Outbound::Frame(bytes, hold)) => {
+                                holds.push(hold);
+                                sink.feed(Message::Binary(bytes)).await?
+                            }
+                            Some(Outbound::Close(code)) => {
                                 closing = Some(code);
                                 break;
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     sink.flush().await
                 };
-                match timeout(write_timeout, burst).await {
+                let written = timeout(write_timeout, burst).await;
+                drop(holds);
+                match written {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => break close::SLOW_CONSUMER,
@@ -216,23 +224,62 @@ where
             None => return,
         }
     };
+    // What is still queued is dropped now; the close frame follows what the socket already took,
+    // if the peer reads it within the write timeout.
+    drop(rx);
     let frame = CloseFrame { code: code.into(), reason: close_reason(code).into() };
-    let _ = timeout(std::time::Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    let _ = timeout(write_timeout, sink.send(Message::Close(Some(frame)))).await;
     let _ = timeout(std::time::Duration::from_secs(1), sink.close()).await;
+}
+
+/// A connection's writes in flight. Their completions run in commit order, so the number of the
+/// last completed one says whether every write submitted before a read has committed.
+pub(crate) struct Writes {
+    submitted: u64,
+    completed: Arc<watch::Sender<u64>>,
+    seen: watch::Receiver<u64>,
+}
+
+impl Writes {
+    fn new() -> Self {
+        let (tx, rx) = watch::channel(0);
+        Writes { submitted: 0, completed: Arc::new(tx), seen: rx }
+    }
+
+    /// Numbers the next write; the returned function is called in its completion.
+    fn track(&mut self) -> impl FnOnce() + Send + 'static {
+        self.submitted += 1;
+        let (n, completed) = (self.submitted, self.completed.clone());
+        move || {
+            completed.send_replace(n);
+        }
+    }
+
+    /// Returns once every write submitted so far has completed.
+    async fn settled(&mut self) {
+        let target = self.submitted;
+        let _ = self.seen.wait_for(|done| *done >= target).await;
+    }
 }
 
 pub(crate) struct Connection {
     pub ctx: Arc<Ctx>,
     pub peer: Peer,
-    pub outbound: mpsc::Sender<Outbound>,
+    /// The client's address, as per-address limits count it.
+    pub address: IpAddr,
     pub conn_id: ConnId,
     pub phase: Phase,
     bucket: TokenBucket,
-    limited_in_a_row: u32,
+    /// Rate-limit refusals within the flood window: too many close the connection (4003).
+    refusals: RefusalMeter,
     held_sends: HeldSends,
     malformed: u32,
     /// Sends received and not yet submitted to the store, in arrival order.
     sends: Vec<QueuedSend>,
+    /// Reads queued, running or with their reply unsent (`ServerLimits::reads_per_connection`).
+    reads: Arc<Semaphore>,
+    /// Writes in flight, for read-your-writes.
+    writes: Writes,
 }
 
 /// Keeps a connection's messages in order across rate-limit refusals: once a send is refused,
@@ -300,8 +347,55 @@ impl Connection {
         }
         let sends = std::mem::take(&mut self.sends);
         if let Phase::Authenticated(me) = &self.phase {
-            handlers::submit_sends(&self.ctx, &self.peer, me.clone(), sends).await;
+            let me = me.clone();
+            handlers::submit_sends(self, me, sends).await;
         }
+    }
+
+    /// Submits a write to the store thread; `done` runs there after the commit. Counted in
+    /// [`Writes`], so that this connection's later reads see it.
+    pub(crate) async fn write<T, W, D>(&mut self, work: W, done: D)
+    where
+        T: Send + 'static,
+        W: FnOnce(&rusqlite::Connection) -> ApiResult<T> + Send + 'static,
+        D: FnOnce(ApiResult<T>) + Send + 'static,
+    {
+        let written = self.writes.track();
+        self.ctx
+            .db
+            .submit(work, move |r| {
+                written();
+                done(r)
+            })
+            .await
+    }
+
+    /// A read permit: one of `reads_per_connection`, held until the read's reply is written.
+    /// `None` if the connection closes while it waits.
+    pub(crate) async fn read_permit(&mut self) -> Hold {
+        tokio::select! {
+            permit = self.reads.clone().acquire_owned() => permit.ok(),
+            _ = self.peer.kill.cancelled() => None,
+        }
+    }
+
+    /// Submits a read to the reader pool in this connection's turn, once it holds a read permit
+    /// and its earlier writes have completed (so that it sees them: read-your-writes). `done`
+    /// runs on a reader thread with the result and the permit to release with the reply. While
+    /// the connection has `reads_per_connection` reads unanswered, this waits, and the
+    /// connection's next requests wait behind it.
+    pub(crate) async fn read<T, W, D>(&mut self, work: W, done: D)
+    where
+        T: Send + 'static,
+        W: FnOnce(&rusqlite::Connection) -> ApiResult<T> + Send + 'static,
+        D: FnOnce(ApiResult<T>, Hold) + Send + 'static,
+    {
+        let Some(permit) = self.read_permit().await else { return };
+        tokio::select! {
+            _ = self.writes.settled() => {}
+            _ = self.peer.kill.cancelled() => return,
+        }
+        self.ctx.db.read(self.conn_id, work, move |r| done(r, Some(permit)));
     }
 
     async fn on_frame(&mut self, bytes: &[u8]) -> Flow {
@@ -328,8 +422,7 @@ impl Connection {
             _ => None,
         };
         if let Err(wait) = self.bucket.try_take(now) {
-            self.limited_in_a_row += 1;
-            if self.limited_in_a_row > self.ctx.config.limits.burst {
+            if self.refusals.refused(now) {
                 return Flow::Close(close::FLOOD);
             }
             if let Some(client_id) = sending {
@@ -340,7 +433,6 @@ impl Connection {
             self.peer.error(rid, error);
             return Flow::Continue;
         }
-        self.limited_in_a_row = 0;
         if let Some(client_id) = sending {
             if !self.held_sends.admit(client_id, now) {
                 let mut error = v1::Error::new(ErrorCode::RateLimited, "an earlier message was refused; send it first");

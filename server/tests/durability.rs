@@ -243,10 +243,58 @@ async fn logs_never_contain_passwords_or_tokens() {
     expect_session(c.request(v1::client_frame::Request::Resume(v1::Resume { token: token.clone(), device_id: "d".into() })).await);
     let mut wrong = Client::connect(&url).await;
     wrong.refused(v1::client_frame::Request::Login(v1::Login { username: "alice".into(), password: "wrong-password-123".into(), device_id: String::new() })).await;
+    // Names and device ids from clients cannot forge log lines (newlines, escape sequences).
+    let forged = "\n2030-01-01T00:00:00.000000Z  INFO forged: admin logged in\n\u{1b}[2J";
+    let mut liar = Client::connect(&url).await;
+    liar.refused(v1::client_frame::Request::Login(v1::Login { username: format!("eve{forged}"), password: PASSWORD.into(), device_id: String::new() })).await;
+    expect_session(liar.request(v1::client_frame::Request::Login(v1::Login { username: "alice".into(), password: PASSWORD.into(), device_id: format!("d{forged}") })).await);
     drop(process);
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("registered"), "debug logs were captured:\n{logs}");
     for secret in [PASSWORD, token.as_str(), "wrong-password-123"] {
         assert!(!logs.contains(secret), "a secret leaked into the logs:\n{logs}");
     }
+    assert!(!logs.lines().any(|l| l.starts_with("2030-01-01")), "a client forged a log line:\n{logs}");
+    assert!(!logs.contains('\u{1b}'), "a client put an escape sequence in the logs:\n{logs}");
+}
+
+/// An acknowledgement means the commit is on disk: the store runs `synchronous=FULL` unless
+/// configured otherwise.
+#[tokio::test]
+async fn commits_are_synchronous_full_by_default_and_normal_on_request() {
+    let server = TestServer::start().await;
+    assert_eq!(server.handle.synchronous().await, Some(2), "synchronous=FULL");
+    let normal = TestServer::start_with(|c| c.synchronous = missive_server::Synchronous::Normal).await;
+    assert_eq!(normal.handle.synchronous().await, Some(1), "synchronous=NORMAL");
+}
+
+/// The binary takes its connection caps and durability from the command line.
+#[tokio::test]
+async fn the_binary_takes_connection_caps_and_durability_from_its_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let process = Process(
+        Command::new(env!("CARGO_BIN_EXE_missive-server"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.path())
+            .args(["--max-connections", "3", "--max-connections-per-address", "1", "--synchronous", "normal"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the server binary"),
+    );
+    wait_listening(port).await;
+    let here: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    // (The probe of `wait_listening` held a place until the server saw it go.)
+    let mut first = Client::connect_from_when_free(&url, here).await;
+    assert!(Client::try_raw_from(&url, here).await.is_none(), "one connection per address");
+    let _b = Client::connect_from_when_free(&url, "127.0.0.2".parse().unwrap()).await;
+    let _c = Client::connect_from_when_free(&url, "127.0.0.3".parse().unwrap()).await;
+    assert!(Client::try_raw_from(&url, "127.0.0.4".parse().unwrap()).await.is_none(), "three connections in all");
+    first.ping().await;
+    drop(process);
+    let bad = Command::new(env!("CARGO_BIN_EXE_missive-server")).args(["--synchronous", "sometimes"]).stderr(Stdio::piped()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("full or normal"), "{}", String::from_utf8_lossy(&bad.stderr));
 }

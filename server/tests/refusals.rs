@@ -20,11 +20,14 @@ async fn still_serving(url: &str) {
 fn every_authenticated_request() -> Vec<Request> {
     vec![
         Request::Logout(v1::Logout {}),
+        Request::LogoutAll(v1::LogoutAll {}),
         Request::CreateDirect(v1::CreateDirect { peer: "bob".into() }),
         Request::CreateGroup(v1::CreateGroup { title: "g".into(), members: vec![] }),
         Request::AddMembers(v1::AddMembers { conversation_id: 1, members: vec![] }),
         Request::RemoveMembers(v1::RemoveMembers { conversation_id: 1, members: vec![] }),
-        Request::ListConversations(v1::ListConversations {}),
+        Request::ListConversations(v1::ListConversations::default()),
+        Request::Block(v1::Block { user: "bob".into() }),
+        Request::Unblock(v1::Unblock { user: "bob".into() }),
         Request::CreateRoom(v1::CreateRoom { title: "r".into() }),
         Request::JoinRoom(v1::JoinRoom { conversation_id: 1 }),
         Request::LeaveRoom(v1::LeaveRoom { conversation_id: 1 }),
@@ -80,19 +83,23 @@ async fn no_access_to_conversations_of_others() {
             Request::AddMembers(v1::AddMembers { conversation_id: id, members: vec!["eve".into()] }),
             Request::RemoveMembers(v1::RemoveMembers { conversation_id: id, members: vec!["bob".into()] }),
         ];
+        // Refused exactly as for an id that does not exist: nothing tells eve that it does.
         for request in forbidden {
             let e = eve.refused(request.clone()).await;
-            assert_eq!(e.code(), ErrorCode::Forbidden, "{request:?}");
+            let nowhere = eve.refused(with_conversation(request.clone(), 9_999)).await;
+            assert_eq!(e.code(), ErrorCode::NotFound, "{request:?}");
+            assert_eq!(e, nowhere, "{request:?}");
         }
+        let join = |id| Request::JoinRoom(v1::JoinRoom { conversation_id: id });
+        let e = eve.refused(join(id)).await;
+        assert_eq!(e.code(), ErrorCode::NotFound);
+        assert_eq!(e, eve.refused(join(9_999)).await, "a room join tells no conversation from nothing");
     }
-    let e = eve.refused(send_text(9_999, "e2", "nowhere")).await;
-    assert_eq!(e.code(), ErrorCode::NotFound);
-    // A 1:1 conversation cannot gain members, and a room join only works on rooms.
+    // A 1:1 conversation cannot gain members.
     assert_eq!(
         alice.refused(Request::AddMembers(v1::AddMembers { conversation_id: dm.id, members: vec!["eve".into()] })).await.code(),
         ErrorCode::InvalidArgument
     );
-    assert_eq!(eve.refused(Request::JoinRoom(v1::JoinRoom { conversation_id: group.id })).await.code(), ErrorCode::InvalidArgument);
     // Eve's inbox holds nothing of theirs; a cursor beyond her inbox is refused.
     assert!(eve.sync_all(0).await.is_empty());
     assert_eq!(eve.refused(Request::AckCursor(v1::AckCursor { cursor: 5 })).await.code(), ErrorCode::InvalidArgument);
@@ -101,7 +108,50 @@ async fn no_access_to_conversations_of_others() {
         v1::reply::Result::Error(e) => e,
         other => panic!("{other:?}"),
     };
-    assert_eq!(ack.code(), ErrorCode::Forbidden);
+    assert_eq!(ack.code(), ErrorCode::NotFound);
+}
+
+/// The same request about another conversation id.
+fn with_conversation(request: Request, id: u64) -> Request {
+    match request {
+        Request::SendMessage(r) => Request::SendMessage(v1::SendMessage { conversation_id: id, client_id: format!("{}-x", r.client_id), ..r }),
+        Request::History(r) => Request::History(v1::HistoryRequest { conversation_id: id, ..r }),
+        Request::MarkRead(r) => Request::MarkRead(v1::MarkReceipt { conversation_id: id, ..r }),
+        Request::MarkDelivered(r) => Request::MarkDelivered(v1::MarkReceipt { conversation_id: id, ..r }),
+        Request::Typing(r) => Request::Typing(v1::Typing { conversation_id: id, ..r }),
+        Request::AddMembers(r) => Request::AddMembers(v1::AddMembers { conversation_id: id, ..r }),
+        Request::RemoveMembers(r) => Request::RemoveMembers(v1::RemoveMembers { conversation_id: id, ..r }),
+        other => panic!("no conversation in {other:?}"),
+    }
+}
+
+/// Numbers at or above 2^63 (which the store would wrap to negative ones) are refused, not
+/// reinterpreted: a sync from 2^63 does not start over from the beginning.
+#[tokio::test]
+async fn numbers_beyond_the_signed_range_are_refused() {
+    let server = TestServer::with_users(&["alice", "bob"]).await;
+    let mut alice = Client::login(&server.url(), "alice", "phone").await;
+    let dm = alice.direct("bob").await;
+    alice.send_text(dm.id, "m1", "hello").await;
+    let huge = 1u64 << 63;
+    let requests = [
+        Request::Sync(v1::SyncRequest { since: huge, limit: 0 }),
+        Request::Sync(v1::SyncRequest { since: u64::MAX, limit: 0 }),
+        Request::History(v1::HistoryRequest { conversation_id: dm.id, before_seq: huge + 5, limit: 10 }),
+        Request::History(v1::HistoryRequest { conversation_id: huge + dm.id, before_seq: 0, limit: 10 }),
+        Request::MarkRead(v1::MarkReceipt { conversation_id: dm.id, seq: u64::MAX }),
+        Request::MarkDelivered(v1::MarkReceipt { conversation_id: dm.id, seq: huge }),
+        Request::AckCursor(v1::AckCursor { cursor: u64::MAX }),
+        send_text(u64::MAX, "m2", "x"),
+    ];
+    for request in requests {
+        let e = alice.refused(request.clone()).await;
+        assert_eq!(e.code(), ErrorCode::InvalidArgument, "{request:?}: {e:?}");
+        assert!(e.message.contains("out of range"), "{e:?}");
+    }
+    // Nothing was marked: bob's message count for alice is unchanged.
+    let mut bob = Client::login(&server.url(), "bob", "phone").await;
+    assert_eq!(messages(&bob.sync_all(0).await).len(), 1);
 }
 
 #[tokio::test]
@@ -199,6 +249,7 @@ async fn floods_are_rate_limited_then_cut_off() {
     let server = TestServer::start_with(|c| {
         c.limits.requests_per_second = 20;
         c.limits.burst = 20;
+        c.limits.flood_refusals = 20;
     })
     .await;
     Client::register(&server.url(), "alice").await;
@@ -222,6 +273,56 @@ async fn floods_are_rate_limited_then_cut_off() {
     }
     assert_eq!(c.closed_with().await, close::FLOOD);
     still_serving(&server.url()).await;
+}
+
+/// A client that keeps sending faster than its rate is cut off even when it never collects
+/// many refusals in a row: refusals are counted over a window.
+#[tokio::test]
+async fn a_flood_interleaved_with_accepted_requests_is_cut_off() {
+    let server = TestServer::start_with(|c| {
+        c.limits.requests_per_second = 200;
+        c.limits.burst = 2;
+        c.limits.flood_refusals = 50;
+        c.limits.flood_window = Duration::from_secs(60);
+    })
+    .await;
+    Client::register(&server.url(), "alice").await;
+    let mut c = Client::login(&server.url(), "alice", "phone").await;
+    // Each round: wait as long as the last refusal said, then send three pings. The first
+    // gets the token that came back; at most two are refused before the next round's first.
+    let mut refused = 0;
+    let mut wait = 10;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(wait.into())).await;
+        let mut ids = vec![];
+        for nonce in 0..3 {
+            match c.try_send(Request::Ping(v1::Ping { nonce })).await {
+                Some(id) => ids.push(id),
+                None => break,
+            }
+        }
+        let mut answered = 0;
+        while answered < ids.len() && c.pump().await {
+            for &id in &ids {
+                match c.take_reply(id) {
+                    Some(v1::reply::Result::Error(e)) => {
+                        assert_eq!(e.code(), ErrorCode::RateLimited);
+                        wait = e.retry_after_ms + 2; // the hint is rounded down to whole ms
+                        refused += 1;
+                        answered += 1;
+                    }
+                    Some(_) => answered += 1,
+                    None => {}
+                }
+            }
+        }
+        if c.closed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(c.closed, Some(close::FLOOD), "after {refused} refusals");
+    assert!(refused >= 50, "{refused} refusals before the close");
+    Client::login(&server.url(), "alice", "other").await;
 }
 
 /// A rate-limited send holds back the sends after it on that connection until it is sent
@@ -355,4 +456,51 @@ async fn connections_beyond_the_limit_are_refused() {
     let addr = server.handle.local_addr();
     let third = tokio_tungstenite::client_async(server.url(), tokio::net::TcpStream::connect(addr).await.unwrap()).await;
     assert!(third.is_err(), "a third connection was served");
+}
+
+/// Beyond `max_connections_per_address` open connections from one address, new ones from it are
+/// refused; other addresses are still served, and a closed connection gives its place back.
+#[tokio::test]
+async fn connections_beyond_the_limit_per_address_are_refused() {
+    let server = TestServer::start_with(|c| c.limits.max_connections_per_address = 2).await;
+    let url = server.url();
+    let here: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let there: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let first = Client::connect_from(&url, here).await;
+    let _second = Client::connect_from(&url, here).await;
+    assert!(Client::try_raw_from(&url, here).await.is_none(), "a third connection from one address was served");
+    let mut elsewhere = Client::connect_from(&url, there).await;
+    elsewhere.ping().await;
+    drop(first);
+    Client::connect_from_when_free(&url, here).await.ping().await;
+}
+
+/// A client that does not read pins at most `outbound_queue_bytes` of the server's memory: past
+/// that, it is closed as a slow consumer (4004), however few frames that is.
+#[tokio::test]
+async fn a_client_that_does_not_read_is_closed_when_its_queue_exceeds_its_bytes() {
+    let server = TestServer::start_with(|c| {
+        c.limits.outbound_queue_bytes = 256 * 1024;
+        c.limits.write_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let url = server.url();
+    Client::register(&url, "alice").await;
+    Client::register(&url, "bob").await;
+    let mut alice = Client::login(&url, "alice", "phone").await;
+    let dm = alice.direct("bob").await;
+    let mut bob = Client::login_live(&url, "bob", "phone").await;
+    // Bob reads nothing while alice sends far more than the socket buffers hold (each message
+    // is one live event for bob, 700 frames in all).
+    let text = "x".repeat(60_000);
+    for i in 0..700 {
+        alice.send_text(dm.id, &format!("m{i}"), &text).await;
+    }
+    let mut received = 0;
+    while bob.pump().await {
+        received += bob.events.drain(..).count();
+    }
+    assert_eq!(bob.closed, Some(close::SLOW_CONSUMER), "after {received} events");
+    assert!(received < 700, "{received} events");
+    still_serving(&url).await;
 }

@@ -168,7 +168,13 @@ fn apply_other(conn: &Connection, me: &str, item: Incoming, b: &mut Batch) -> Re
         }
         Incoming::Typing { conversation, user, active } => out.events.push(Event::Typing { conversation_id: conversation, user, active }),
         Incoming::Presence { user, presence, status } => out.events.push(Event::Presence { user, presence, status }),
-        Incoming::Pong | Incoming::SyncPage { .. } | Incoming::Live(_) | Incoming::RoomMessage(_) | Incoming::Acked { .. } => {}
+        // Revoked: handled by the engine once the batch is stored.
+        Incoming::Pong
+        | Incoming::Revoked { .. }
+        | Incoming::SyncPage { .. }
+        | Incoming::Live(_)
+        | Incoming::RoomMessage(_)
+        | Incoming::Acked { .. } => {}
     }
     Ok(())
 }

@@ -358,6 +358,21 @@ impl Engine {
         }
     }
 
+    /// The server revoked the session: the link is dropped and, as for a refused credential,
+    /// nothing reconnects until the app logs in again.
+    fn revoked(&mut self, message: String) {
+        if self.link.take().is_none() {
+            return;
+        }
+        tracing::warn!(%message, "session revoked by the server");
+        self.receipts.clear();
+        self.caught_up.send_replace(false);
+        self.outbox.on_disconnect();
+        self.sync.on_disconnected();
+        let state = self.connection.auth_refused(message);
+        self.publish_state(state);
+    }
+
     async fn send_link(&mut self, outgoing: Outgoing) {
         if let Some(link) = &mut self.link {
             link.last_sent = Instant::now();
@@ -448,7 +463,14 @@ impl Engine {
                         }
                     }
                     link.last_heard = Instant::now();
+                    let revoked = batch.iter().find_map(|i| match i {
+                        Incoming::Revoked { message } => Some(message.clone()),
+                        _ => None,
+                    });
                     self.apply_inbound(batch).await;
+                    if let Some(message) = revoked {
+                        self.revoked(message);
+                    }
                 }
                 None => self.detach("link closed"),
             },

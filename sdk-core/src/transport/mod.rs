@@ -321,6 +321,10 @@ pub enum Incoming {
         status: String,
     },
     Pong,
+    /// The server ended the session because its credentials were revoked (a logout of the same
+    /// session elsewhere, or of all devices): the link is closing, and reconnecting with the
+    /// same credentials would be refused. The engine treats it as an authentication failure.
+    Revoked { message: String },
 }
 
 /// A live, authenticated connection.

@@ -149,6 +149,12 @@ enum Pending {
     /// Fire-and-forget requests (cursor acks, receipts, typing, presence).
     Quiet,
     Request(Request),
+    /// A page of the conversation list, after the pages in `got` (the server pages it to stay
+    /// within its frame limit).
+    Conversations {
+        got: Vec<RemoteConversation>,
+        reply: Reply<Vec<RemoteConversation>>,
+    },
 }
 
 /// Keeps the request rate under the limit the server announced in `Hello`, so that a burst (an
@@ -236,7 +242,12 @@ impl LinkTask {
                             break e;
                         }
                     }
-                    Some(Ok(WsMessage::Close(c))) => break format!("closed by server: {c:?}"),
+                    Some(Ok(WsMessage::Close(c))) => {
+                        if c.as_ref().is_some_and(|c| u16::from(c.code) == missive_proto::close::SESSION_REVOKED) {
+                            let _ = self.emit(Incoming::Revoked { message: "session revoked: logged out elsewhere".into() }).await;
+                        }
+                        break format!("closed by server: {c:?}");
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break e.to_string(),
                     None => break "connection closed".to_string(),
@@ -245,8 +256,10 @@ impl LinkTask {
         };
         tracing::debug!(%reason, "native link ended");
         for (_, pending) in self.pending.drain() {
-            if let Pending::Request(r) = pending {
-                r.fail(TransportError::Closed);
+            match pending {
+                Pending::Request(r) => r.fail(TransportError::Closed),
+                Pending::Conversations { reply, .. } => drop(reply.send(Err(TransportError::Closed))),
+                _ => {}
             }
         }
         let _ = self.ws.close(None).await;
@@ -303,7 +316,7 @@ impl LinkTask {
                     Request::RemoveMembers { conversation, members, .. } => {
                         Req::RemoveMembers(v1::RemoveMembers { conversation_id: id_number(conversation), members: members.clone() })
                     }
-                    Request::ListConversations { .. } => Req::ListConversations(v1::ListConversations {}),
+                    Request::ListConversations { .. } => Req::ListConversations(v1::ListConversations::default()),
                     Request::CreateRoom { title, .. } => Req::CreateRoom(v1::CreateRoom { title: title.clone() }),
                     Request::JoinRoom { conversation, .. } => Req::JoinRoom(v1::JoinRoom { conversation_id: id_number(conversation) }),
                     Request::LeaveRoom { conversation, .. } => Req::LeaveRoom(v1::LeaveRoom { conversation_id: id_number(conversation) }),
@@ -380,6 +393,32 @@ impl LinkTask {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A page of the conversation list: the next one is asked for while the server has more,
+    /// and the whole list answers the request.
+    async fn on_conversations(
+        &mut self,
+        mut got: Vec<RemoteConversation>,
+        reply: Reply<Vec<RemoteConversation>>,
+        result: Res,
+    ) -> Result<(), String> {
+        let page = match result {
+            Res::Conversations(page) => page,
+            Res::Error(e) => return Ok(drop(reply.send(Err(refused(e))))),
+            other => return Ok(drop(reply.send(Err(TransportError::Io(format!("unexpected reply: {other:?}")))))),
+        };
+        let more = page.has_more && page.next_before_id != 0 && !page.conversations.is_empty();
+        got.extend(page.conversations.into_iter().map(convert_conversation));
+        if !more {
+            let _ = reply.send(Ok(got));
+            return Ok(());
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let next = Req::ListConversations(v1::ListConversations { before_id: page.next_before_id, limit: 0 });
+        self.feed(id, next, Pending::Conversations { got, reply }).await?;
+        self.ws.flush().await.map_err(|e| e.to_string())
     }
 
     async fn emit(&self, event: Incoming) -> Result<(), String> {
@@ -463,6 +502,8 @@ impl LinkTask {
                 Ok(())
             }
             (Pending::Quiet, _) => Ok(()),
+            (Pending::Request(Request::ListConversations { reply }), result) => self.on_conversations(Vec::new(), reply, result).await,
+            (Pending::Conversations { got, reply }, result) => self.on_conversations(got, reply, result).await,
             (Pending::Request(request), result) => {
                 answer(request, result);
                 Ok(())

@@ -91,6 +91,12 @@ pub fn revoke_token(conn: &Connection, token_hash: &[u8; 32]) -> ApiResult<()> {
     Ok(())
 }
 
+/// Revokes every token of a user.
+pub fn revoke_all_tokens(conn: &Connection, user: UserId) -> ApiResult<()> {
+    conn.prepare_cached("UPDATE tokens SET revoked = 1 WHERE user_id = ?1 AND revoked = 0")?.execute([user])?;
+    Ok(())
+}
+
 /// The newest cursor of a user's inbox.
 pub fn latest_cursor(conn: &Connection, user: UserId) -> ApiResult<u64> {
     Ok(conn

@@ -1,12 +1,15 @@
-//! Conversations (1:1, groups, chat rooms) and their members. Changes to a 1:1 or group
-//! conversation produce a `MembershipChange` event in the inbox of every member concerned.
+//! Conversations (1:1, groups, chat rooms) and their members. A change to a 1:1 or group
+//! conversation produces one `MembershipChange` event, stored once and referred to from the inbox
+//! of every member concerned.
 
 use missive_proto::MAX_GROUP_MEMBERS;
 use missive_proto::v1::{self, ConversationKind, ErrorCode};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::{UserId, user_ids};
-use super::messages::{Delivery, append_event};
+use super::blocks;
+use super::messages::{Delivery, PAGE_BYTES, append_shared_event, page_size};
+use prost::Message as _;
 use crate::error::{ApiError, ApiResult};
 
 pub type ConversationId = i64;
@@ -23,8 +26,8 @@ pub struct Membership {
     pub last_seq: i64,
 }
 
-/// The conversation as seen by its member `user`; `NotFound` if the conversation does not exist,
-/// `Forbidden` if the user is not a member.
+/// The conversation as seen by its member `user`; `NotFound` if the conversation does not exist
+/// or the user is not a member (one refusal for both, so that ids cannot be probed).
 pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> ApiResult<Membership> {
     // One statement for both checks: this runs on every batch of sends.
     let found: Option<(i32, i64, Option<i64>)> = conn
@@ -34,20 +37,16 @@ pub fn require_member(conn: &Connection, conv: ConversationId, user: UserId) -> 
         )?
         .query_row([conv, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let (kind, last_seq, role) = found.ok_or_else(no_such_conversation)?;
-    let kind = ConversationKind::try_from(kind).map_err(|_| no_such_conversation())?;
-    let role = role.ok_or_else(ApiError::not_member)?;
+    let (kind, last_seq, role) = found.ok_or_else(ApiError::no_such_conversation)?;
+    let kind = ConversationKind::try_from(kind).map_err(|_| ApiError::no_such_conversation())?;
+    let role = role.ok_or_else(ApiError::no_such_conversation)?;
     Ok(Membership { kind, role, last_seq })
 }
 
-fn no_such_conversation() -> ApiError {
-    ApiError::refuse(ErrorCode::NotFound, "no such conversation")
-}
-
-fn kind_of(conn: &Connection, conv: ConversationId) -> ApiResult<ConversationKind> {
+fn kind_of(conn: &Connection, conv: ConversationId) -> ApiResult<Option<ConversationKind>> {
     let kind: Option<i32> =
         conn.prepare_cached("SELECT kind FROM conversations WHERE id = ?1")?.query_row([conv], |r| r.get(0)).optional()?;
-    kind.and_then(|k| ConversationKind::try_from(k).ok()).ok_or_else(no_such_conversation)
+    Ok(kind.and_then(|k| ConversationKind::try_from(k).ok()))
 }
 
 /// Member ids of a conversation.
@@ -88,13 +87,33 @@ pub fn snapshot(conn: &Connection, conv: ConversationId, viewer: UserId) -> ApiR
     Ok(c)
 }
 
-/// Every conversation `user` is a member of, most recently created first.
-pub fn list(conn: &Connection, user: UserId) -> ApiResult<Vec<v1::Conversation>> {
+/// A page of the conversations `user` is a member of, most recently created (highest id) first:
+/// those with an id below `before` (0: from the newest), at most `limit` and as many as fit in
+/// one frame (a conversation alone always fits: at most 256 members of 64-byte names).
+pub fn list(conn: &Connection, user: UserId, before: u64, limit: u32) -> ApiResult<v1::ConversationList> {
+    let limit = page_size(limit) as usize;
+    let before = if before == 0 { i64::MAX } else { before as i64 };
     let ids: Vec<ConversationId> = conn
-        .prepare_cached("SELECT conversation_id FROM members WHERE user_id = ?1 ORDER BY conversation_id DESC")?
-        .query_map([user], |r| r.get(0))?
+        .prepare_cached(
+            "SELECT conversation_id FROM members WHERE user_id = ?1 AND conversation_id < ?2
+             ORDER BY conversation_id DESC LIMIT ?3",
+        )?
+        .query_map(params![user, before, limit as i64 + 1], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    ids.into_iter().map(|id| snapshot(conn, id, user)).collect()
+    let mut conversations = Vec::new();
+    let mut bytes = 0;
+    let mut has_more = ids.len() > limit;
+    for &id in ids.iter().take(limit) {
+        let c = snapshot(conn, id, user)?;
+        bytes += c.encoded_len() + 8;
+        if bytes > PAGE_BYTES && !conversations.is_empty() {
+            has_more = true;
+            break;
+        }
+        conversations.push(c);
+    }
+    let next_before_id = conversations.last().map_or(0, |c| c.id);
+    Ok(v1::ConversationList { conversations, has_more, next_before_id })
 }
 
 fn insert_conversation(
@@ -110,6 +129,14 @@ fn insert_conversation(
     Ok(conn.last_insert_rowid())
 }
 
+/// `user` acted in conversation `conv` (created it, added members, sent a message): from now on
+/// its presence reaches the other members (see [`contacts`]).
+pub fn engage(conn: &Connection, conv: ConversationId, user: UserId) -> ApiResult<()> {
+    conn.prepare_cached("UPDATE members SET engaged = 1 WHERE conversation_id = ?1 AND user_id = ?2 AND engaged = 0")?
+        .execute([conv, user])?;
+    Ok(())
+}
+
 fn insert_member(conn: &Connection, conv: ConversationId, user: UserId, role: i64, now: i64) -> ApiResult<bool> {
     let n = conn
         .prepare_cached(
@@ -120,7 +147,10 @@ fn insert_member(conn: &Connection, conv: ConversationId, user: UserId, role: i6
     Ok(n == 1)
 }
 
-/// Appends a membership change to the inbox of each of `recipients`.
+/// Appends one membership change, stored once, to the inbox of each of `recipients`: the delta
+/// (`added`, `removed`, `by`) and the conversation after it, members included (a member just
+/// added learns the others from it). The snapshot is nobody's in particular: its receipts are 0,
+/// which a client merges as "no news" (receipts never go backwards).
 fn announce(
     conn: &Connection,
     conv: ConversationId,
@@ -129,18 +159,14 @@ fn announce(
     removed: Vec<String>,
     by: &str,
 ) -> ApiResult<Vec<Delivery>> {
-    recipients
-        .iter()
-        .map(|&user| {
-            let kind = v1::event::Kind::Membership(v1::MembershipChange {
-                conversation: Some(snapshot(conn, conv, user)?),
-                added: added.clone(),
-                removed: removed.clone(),
-                by: by.to_owned(),
-            });
-            append_event(conn, user, kind)
-        })
-        .collect()
+    const NOBODY: UserId = 0;
+    let kind = v1::event::Kind::Membership(v1::MembershipChange {
+        conversation: Some(snapshot(conn, conv, NOBODY)?),
+        added,
+        removed,
+        by: by.to_owned(),
+    });
+    append_shared_event(conn, recipients, kind)
 }
 
 /// Finds or creates the 1:1 conversation between `me` and `peer`.
@@ -148,6 +174,9 @@ pub fn create_direct(conn: &Connection, me: UserId, me_name: &str, peer: &str, n
     let peer_id = user_ids(conn, &[peer.to_owned()])?[0];
     if peer_id == me {
         return Err(ApiError::refuse(ErrorCode::InvalidArgument, "cannot open a 1:1 conversation with yourself"));
+    }
+    if blocks::has_blocked(conn, peer_id, me)? {
+        return Err(blocks::refusal());
     }
     let key = format!("{}:{}", me.min(peer_id), me.max(peer_id));
     let existing: Option<ConversationId> =
@@ -157,6 +186,7 @@ pub fn create_direct(conn: &Connection, me: UserId, me_name: &str, peer: &str, n
     }
     let id = insert_conversation(conn, ConversationKind::Direct, "", me, Some(&key), now)?;
     insert_member(conn, id, me, ROLE_OWNER, now)?;
+    engage(conn, id, me)?;
     insert_member(conn, id, peer_id, ROLE_OWNER, now)?;
     let deliveries = announce(conn, id, &[me, peer_id], vec![me_name.to_owned(), peer.to_owned()], vec![], me_name)?;
     Ok((snapshot(conn, id, me)?, deliveries))
@@ -183,8 +213,10 @@ pub fn create_group(
         return Err(ApiError::refuse(ErrorCode::LimitExceeded, format!("a group has at most {MAX_GROUP_MEMBERS} members")));
     }
     let ids = user_ids(conn, &others)?;
+    blocks::check_none_blocked(conn, me, &ids)?;
     let id = insert_conversation(conn, ConversationKind::Group, title, me, None, now)?;
     insert_member(conn, id, me, ROLE_OWNER, now)?;
+    engage(conn, id, me)?;
     for &user in &ids {
         insert_member(conn, id, user, ROLE_MEMBER, now)?;
     }
@@ -220,6 +252,8 @@ pub fn add_members(
         return Err(ApiError::refuse(ErrorCode::LimitExceeded, format!("a group has at most {MAX_GROUP_MEMBERS} members")));
     }
     let ids = user_ids(conn, &names)?;
+    blocks::check_none_blocked(conn, me, &ids)?;
+    engage(conn, conv, me)?;
     let mut added = vec![];
     for (user, name) in ids.into_iter().zip(names) {
         if insert_member(conn, conv, user, ROLE_MEMBER, now)? {
@@ -271,10 +305,11 @@ pub fn create_room(conn: &Connection, me: UserId, title: &str, now: i64) -> ApiR
     snapshot(conn, id, me)
 }
 
-/// Joins a chat room (idempotent). Rooms are public to every authenticated user.
+/// Joins a chat room (idempotent). Rooms are public to every authenticated user; any other id,
+/// of a conversation or of nothing, gets the same `NotFound`.
 pub fn join_room(conn: &Connection, me: UserId, conv: ConversationId, now: i64) -> ApiResult<v1::Conversation> {
-    if kind_of(conn, conv)? != ConversationKind::Room {
-        return Err(ApiError::refuse(ErrorCode::InvalidArgument, "not a chat room"));
+    if kind_of(conn, conv)? != Some(ConversationKind::Room) {
+        return Err(ApiError::refuse(ErrorCode::NotFound, "no such chat room"));
     }
     insert_member(conn, conv, me, ROLE_MEMBER, now)?;
     snapshot(conn, conv, me)
@@ -289,13 +324,18 @@ pub fn leave_room(conn: &Connection, me: UserId, conv: ConversationId) -> ApiRes
     Ok(())
 }
 
-/// Users who share a 1:1 or group conversation with `me`: the audience of presence changes.
+/// The audience of `me`'s presence changes: users who share a 1:1 or group conversation in which
+/// `me` has engaged (created it, added members, or sent a message: consent by acting, as a reply
+/// approves a subscription in RFC 6121), less those `me` has blocked. Opening a 1:1 conversation
+/// with someone, or adding them to a group, therefore shows the opener's presence to them, not
+/// theirs to the opener, until they write back.
 pub fn contacts(conn: &Connection, me: UserId) -> ApiResult<Vec<UserId>> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT m2.user_id FROM members m1
          JOIN conversations c ON c.id = m1.conversation_id
          JOIN members m2 ON m2.conversation_id = m1.conversation_id
-         WHERE m1.user_id = ?1 AND c.kind != ?2 AND m2.user_id != ?1",
+         WHERE m1.user_id = ?1 AND m1.engaged = 1 AND c.kind != ?2 AND m2.user_id != ?1
+           AND m2.user_id NOT IN (SELECT blocked_id FROM blocks WHERE user_id = ?1)",
     )?;
     let ids = stmt.query_map(params![me, ConversationKind::Room as i32], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(ids)

@@ -3,7 +3,8 @@
 //! Every durable event for a user is a row of `inbox` under a cursor that grows by exactly one per
 //! event of that user (`users.last_cursor`). Sending a message assigns the next per-conversation
 //! sequence number and appends one inbox row per member; (sender, client id) is unique, so a
-//! resend returns the original acknowledgement and appends nothing.
+//! resend returns the original acknowledgement and appends nothing. Other events for several
+//! users (receipts, membership changes) are stored once and referred to by each inbox row.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -14,6 +15,7 @@ use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::UserId;
+use super::blocks;
 use super::conversations::{ConversationId, Membership, member_ids, require_member};
 use crate::error::{ApiError, ApiResult};
 
@@ -41,16 +43,22 @@ fn next_cursor(conn: &Connection, user: UserId) -> ApiResult<u64> {
     Ok(conn.prepare_cached("SELECT last_cursor FROM users WHERE id = ?1")?.query_row([user], |r| r.get::<_, i64>(0))? as u64)
 }
 
-/// Appends a non-message event (receipt, membership change) to a user's inbox.
-pub fn append_event(conn: &Connection, user: UserId, kind: v1::event::Kind) -> ApiResult<Delivery> {
-    let cursor = next_cursor(conn, user)?;
-    let event = v1::Event { cursor, kind: Some(kind) };
-    conn.prepare_cached("INSERT INTO inbox (user_id, cursor, event) VALUES (?1, ?2, ?3)")?.execute(params![
-        user,
-        cursor as i64,
-        event.encode_to_vec()
-    ])?;
-    Ok(Delivery { user, event })
+/// Appends one non-message event (a receipt, a membership change) to the inbox of each of
+/// `users`. The event is stored once (`shared_events`); each inbox row refers to it under that
+/// user's next cursor. What one change writes is thus its event plus a small row per user, not a
+/// copy of the event per user.
+pub fn append_shared_event(conn: &Connection, users: &[UserId], kind: v1::event::Kind) -> ApiResult<Vec<Delivery>> {
+    let event = v1::Event { cursor: 0, kind: Some(kind) };
+    conn.prepare_cached("INSERT INTO shared_events (event) VALUES (?1)")?.execute([event.encode_to_vec()])?;
+    let shared = conn.last_insert_rowid();
+    let mut insert = conn.prepare_cached("INSERT INTO inbox (user_id, cursor, shared_event_id) VALUES (?1, ?2, ?3)")?;
+    let mut deliveries = Vec::with_capacity(users.len());
+    for &user in users {
+        let cursor = next_cursor(conn, user)?;
+        insert.execute(params![user, cursor as i64, shared])?;
+        deliveries.push(Delivery { user, event: v1::Event { cursor, kind: event.kind.clone() } });
+    }
+    Ok(deliveries)
 }
 
 /// One message of a batch of sends.
@@ -178,9 +186,15 @@ fn original_ack(conn: &Connection, me: UserId, client_id: &str) -> ApiResult<Opt
     }))
 }
 
-/// A conversation `me` may send to.
+/// A conversation `me` may send to: a member, and in a 1:1 conversation not blocked by the peer.
 fn target(conn: &Connection, conv: ConversationId, me: UserId) -> ApiResult<Target> {
     let m = require_member(conn, conv, me)?;
+    if m.kind == ConversationKind::Direct && blocks::blocked_in(conn, conv, me)? {
+        return Err(blocks::refusal());
+    }
+    if m.kind != ConversationKind::Room {
+        super::conversations::engage(conn, conv, me)?;
+    }
     Ok(Target { kind: m.kind, last_seq: m.last_seq, members: None })
 }
 
@@ -200,10 +214,29 @@ fn members_and_cursors(conn: &Connection, conv: ConversationId, cursors: &mut Ha
 }
 
 /// Bytes a page may fill, leaving room for the envelope around it.
-const PAGE_BYTES: usize = missive_proto::MAX_FRAME_BYTES - 16 * 1024;
+pub(crate) const PAGE_BYTES: usize = missive_proto::MAX_FRAME_BYTES - 16 * 1024;
 
-/// Keeps the longest prefix that fits in one frame (at least one item, which always fits: bodies
-/// are bounded far below the frame size). Returns whether anything was cut.
+/// What an event or message adds to a page besides its stored bytes (body, client id, event
+/// blob), at most: numbers, the sender's name and the protobuf framing.
+const ITEM_OVERHEAD: usize = missive_proto::MAX_USERNAME_LEN + 64;
+
+/// How many of the leading items (by their stored sizes) fit in one page: at least one (a body
+/// is far smaller than a frame), and whether the page was cut short for size.
+fn fit(sizes: impl IntoIterator<Item = usize>) -> (usize, bool) {
+    let mut total = 0;
+    let mut count = 0;
+    for size in sizes {
+        total += size + ITEM_OVERHEAD;
+        if total > PAGE_BYTES && count > 0 {
+            return (count, true);
+        }
+        count += 1;
+    }
+    (count, false)
+}
+
+/// Keeps the longest prefix that fits in one frame (at least one item). A safety net behind
+/// [`fit`], whose sizes are upper bounds. Returns whether anything was cut.
 fn truncate_to_frame<M: prost::Message>(items: &mut Vec<M>) -> bool {
     let mut total = 0;
     for (i, item) in items.iter().enumerate() {
@@ -216,7 +249,7 @@ fn truncate_to_frame<M: prost::Message>(items: &mut Vec<M>) -> bool {
     false
 }
 
-fn page_size(limit: u32) -> u32 {
+pub(crate) fn page_size(limit: u32) -> u32 {
     if limit == 0 { DEFAULT_PAGE_SIZE } else { limit.min(MAX_PAGE_SIZE) }
 }
 
@@ -233,48 +266,73 @@ fn message_from_row(r: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<v1::
     })
 }
 
-/// Events of `me` with cursor > `since`, oldest first.
+/// Events of `me` with cursor > `since`, oldest first, as many as fit in one frame. Read in two
+/// steps: the stored sizes of up to `limit` events first (SQLite takes a blob's length from its
+/// record, without reading the blob), then the events that fit, whole.
 pub fn sync(conn: &Connection, me: UserId, since: u64, limit: u32) -> ApiResult<v1::SyncPage> {
-    let limit = page_size(limit);
+    let limit = page_size(limit) as usize;
+    let sizes: Vec<(i64, usize)> = conn
+        .prepare_cached(
+            "SELECT i.cursor, coalesce(length(i.event), length(s.event), 0) + coalesce(length(m.body) + length(m.client_id), 0)
+             FROM inbox i LEFT JOIN messages m ON m.id = i.message_id LEFT JOIN shared_events s ON s.id = i.shared_event_id
+             WHERE i.user_id = ?1 AND i.cursor > ?2 ORDER BY i.cursor LIMIT ?3",
+        )?
+        .query_map(params![me, since as i64, limit as i64 + 1], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+        .collect::<Result<_, _>>()?;
+    let (count, cut) = fit(sizes.iter().take(limit).map(|(_, size)| *size));
+    let mut has_more = sizes.len() > limit || cut;
+    let Some(&(last, _)) = sizes.get(count.wrapping_sub(1)) else {
+        return Ok(v1::SyncPage { events: vec![], has_more: false, next_cursor: since });
+    };
     let mut stmt = conn.prepare_cached(
-        "SELECT i.cursor, i.event, m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
+        "SELECT i.cursor, coalesce(i.event, s.event), m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
          FROM inbox i
          LEFT JOIN messages m ON m.id = i.message_id
          LEFT JOIN users u ON u.id = m.sender_id
-         WHERE i.user_id = ?1 AND i.cursor > ?2 ORDER BY i.cursor LIMIT ?3",
+         LEFT JOIN shared_events s ON s.id = i.shared_event_id
+         WHERE i.user_id = ?1 AND i.cursor > ?2 AND i.cursor <= ?3 ORDER BY i.cursor",
     )?;
     let mut events = stmt
-        .query_map(params![me, since as i64, limit as i64 + 1], |r| {
+        .query_map(params![me, since as i64, last], |r| {
             let cursor = r.get::<_, i64>(0)? as u64;
             let blob: Option<Vec<u8>> = r.get(1)?;
             let event = match blob {
-                Some(blob) => v1::Event::decode(blob.as_slice()).unwrap_or(v1::Event { cursor, kind: None }),
+                // A shared event is stored without the cursor, which is each user's own.
+                Some(blob) => v1::Event { cursor, kind: v1::Event::decode(blob.as_slice()).ok().and_then(|e| e.kind) },
                 None => v1::Event { cursor, kind: Some(v1::event::Kind::Message(message_from_row(r, 2)?)) },
             };
             Ok(event)
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut has_more = events.len() > limit as usize;
-    events.truncate(limit as usize);
     has_more |= truncate_to_frame(&mut events);
     let next_cursor = events.last().map_or(since, |e| e.cursor);
     Ok(v1::SyncPage { events, has_more, next_cursor })
 }
 
-/// Messages of a conversation with seq < `before` (0: from the newest), newest first.
+/// Messages of a conversation with seq < `before` (0: from the newest), newest first, as many as
+/// fit in one frame: their sizes first, then the messages that fit, whole (as for [`sync`]).
 pub fn history(conn: &Connection, me: UserId, conv: ConversationId, before: u64, limit: u32) -> ApiResult<v1::HistoryPage> {
     require_member(conn, conv, me)?;
-    let limit = page_size(limit);
+    let limit = page_size(limit) as usize;
     let before = if before == 0 { i64::MAX } else { before as i64 };
+    let sizes: Vec<(i64, usize)> = conn
+        .prepare_cached(
+            "SELECT seq, length(body) + length(client_id) FROM messages
+             WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        )?
+        .query_map(params![conv, before, limit as i64 + 1], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+        .collect::<Result<_, _>>()?;
+    let (count, cut) = fit(sizes.iter().take(limit).map(|(_, size)| *size));
+    let mut has_more = sizes.len() > limit || cut;
+    let Some(&(oldest, _)) = sizes.get(count.wrapping_sub(1)) else {
+        return Ok(v1::HistoryPage { messages: vec![], has_more: false });
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT m.id, m.conversation_id, m.seq, u.name, m.client_id, m.body, m.server_time_ms
          FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
+         WHERE m.conversation_id = ?1 AND m.seq < ?2 AND m.seq >= ?3 ORDER BY m.seq DESC",
     )?;
-    let mut messages =
-        stmt.query_map(params![conv, before, limit as i64 + 1], |r| message_from_row(r, 0))?.collect::<Result<Vec<_>, _>>()?;
-    let mut has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
+    let mut messages = stmt.query_map(params![conv, before, oldest], |r| message_from_row(r, 0))?.collect::<Result<Vec<_>, _>>()?;
     has_more |= truncate_to_frame(&mut messages);
     Ok(v1::HistoryPage { messages, has_more })
 }
@@ -307,7 +365,7 @@ pub fn receipt(
         return Ok(vec![]);
     }
     let receipt = v1::Receipt { conversation_id: conv as u64, user: me_name.to_owned(), kind: kind as i32, seq: seq as u64, at_ms: now };
-    member_ids(conn, conv)?.into_iter().map(|user| append_event(conn, user, v1::event::Kind::Receipt(receipt.clone()))).collect()
+    append_shared_event(conn, &member_ids(conn, conv)?, v1::event::Kind::Receipt(receipt))
 }
 
 /// Checks membership and returns who should see a typing notification (everyone but `me`).
@@ -337,7 +395,7 @@ mod tests {
     #[test]
     fn a_batch_lands_as_sends_one_by_one_and_refusals_stay_alone() {
         let mut conn = Connection::open_in_memory().unwrap();
-        schema::prepare(&mut conn).unwrap();
+        schema::prepare(&mut conn, "FULL").unwrap();
         let [ann, ben, cat] = ["ann", "ben", "cat"].map(|n| accounts::create_user(&conn, n, "hash", 1).unwrap());
         let ann_ben = conversations::create_direct(&conn, ann, "ann", "ben", 1).unwrap().0.id as i64;
         let ann_cat = conversations::create_direct(&conn, ann, "ann", "cat", 1).unwrap().0.id as i64;
@@ -349,7 +407,7 @@ mod tests {
         let acks: Vec<_> = outcomes.iter().map(|o| o.as_ref().ok().map(|o| (o.ack.seq, o.ack.duplicate))).collect();
         assert_eq!(acks, vec![Some((1, false)), Some((1, false)), None, Some((2, false)), Some((1, true))]);
         let refusal = outcomes[2].as_ref().err().map(|e| format!("{e:?}")).unwrap();
-        assert!(refusal.contains("not a member"), "{refusal}");
+        assert!(refusal.contains("no such conversation"), "{refusal}");
         let first = outcomes[0].as_ref().ok().unwrap();
         assert_eq!(outcomes[4].as_ref().ok().unwrap().ack.server_id, first.ack.server_id, "a resend gets the original ack");
 

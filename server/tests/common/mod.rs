@@ -80,6 +80,51 @@ impl Client {
         Self::over(Box::new(tcp), url).await
     }
 
+    /// Connects from a chosen local address (any of 127.0.0.0/8 reaches a loopback server), so
+    /// that a test can play several client addresses. Without sending anything.
+    pub async fn raw_from(url: &str, from: std::net::IpAddr) -> Self {
+        Self::try_raw_from(url, from).await.expect("websocket handshake")
+    }
+
+    /// As `raw_from`, `None` when the server refuses the connection.
+    pub async fn try_raw_from(url: &str, from: std::net::IpAddr) -> Option<Self> {
+        let host = url.trim_start_matches("ws://");
+        let addr: std::net::SocketAddr = host.parse().expect("a loopback test url");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).expect("bind a loopback source address");
+        let tcp = socket.connect(addr).await.ok()?;
+        let (ws, _) = tokio_tungstenite::client_async(url, Box::new(tcp) as Box<dyn Io>).await.ok()?;
+        Some(Client { ws, next_id: 1, replies: HashMap::new(), events: VecDeque::new(), ephemeral: VecDeque::new(), closed: None, session: None })
+    }
+
+    /// As `connect_from`, retrying while the server refuses: it frees a closed connection's
+    /// place once it has seen the close, which a client cannot await.
+    pub async fn connect_from_when_free(url: &str, from: std::net::IpAddr) -> Self {
+        for _ in 0..500 {
+            if let Some(mut c) = Self::try_raw_from(url, from).await {
+                c.hello().await;
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the server kept refusing connections from {from}");
+    }
+
+    /// Connects from `from` and negotiates the version.
+    pub async fn connect_from(url: &str, from: std::net::IpAddr) -> Self {
+        let mut c = Self::raw_from(url, from).await;
+        c.hello().await;
+        c
+    }
+
+    async fn hello(&mut self) {
+        let hello = Request::Hello(v1::Hello { min_version: PROTOCOL_VERSION, max_version: PROTOCOL_VERSION, client: "test".into() });
+        match self.request(hello).await {
+            reply::Result::Hello(h) => assert_eq!(h.version, PROTOCOL_VERSION),
+            other => panic!("hello refused: {other:?}"),
+        }
+    }
+
     pub async fn over(io: Box<dyn Io>, url: &str) -> Self {
         let (ws, _) = tokio_tungstenite::client_async(url, io).await.expect("websocket handshake");
         Client { ws, next_id: 1, replies: HashMap::new(), events: VecDeque::new(), ephemeral: VecDeque::new(), closed: None, session: None }
@@ -88,11 +133,7 @@ impl Client {
     /// Connects and negotiates the version.
     pub async fn connect(url: &str) -> Self {
         let mut c = Self::raw(url).await;
-        let hello = Request::Hello(v1::Hello { min_version: PROTOCOL_VERSION, max_version: PROTOCOL_VERSION, client: "test".into() });
-        match c.request(hello).await {
-            reply::Result::Hello(h) => assert_eq!(h.version, PROTOCOL_VERSION),
-            other => panic!("hello refused: {other:?}"),
-        }
+        c.hello().await;
         c
     }
 
@@ -168,6 +209,22 @@ impl Client {
                 self.closed.get_or_insert(1006);
                 false
             }
+        }
+    }
+
+    /// As `pump`, for load generators: frames that do not decode are skipped, not a panic.
+    pub async fn pump_quiet(&mut self) -> bool {
+        match self.ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                if let Ok(v1::ServerFrame { frame: Some(Frame::Reply(r)) }) = codec::decode::<v1::ServerFrame>(&bytes) {
+                    if let Some(result) = r.result {
+                        self.replies.insert(r.request_id, result);
+                    }
+                }
+                true
+            }
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => false,
+            Some(Ok(_)) => true,
         }
     }
 
