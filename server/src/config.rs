@@ -92,7 +92,8 @@ pub struct ServerLimits {
     pub outbound_queue_bytes: usize,
     /// Reads (sync, history, lists, presence and typing audiences) of one connection queued,
     /// running or with a reply not yet written to its socket; further reads wait, and the
-    /// connection's other requests behind them.
+    /// connection's other requests behind them. A write waits until the connection's earlier
+    /// reads are answered, so that its reply never overtakes theirs.
     pub reads_per_connection: usize,
     /// Threads serving reads from read-only database connections.
     pub read_threads: usize,

@@ -105,6 +105,7 @@ where
         malformed: 0,
         sends: Vec::new(),
         reads: Arc::new(Semaphore::new(limits.reads_per_connection.max(1))),
+        max_reads: limits.reads_per_connection.max(1) as u32,
         writes: Writes::new(),
     };
     let started = tokio::time::Instant::now();
@@ -278,6 +279,8 @@ pub(crate) struct Connection {
     sends: Vec<QueuedSend>,
     /// Reads queued, running or with their reply unsent (`ServerLimits::reads_per_connection`).
     reads: Arc<Semaphore>,
+    /// The permits of `reads`: all of them free means no read of this connection is unanswered.
+    max_reads: u32,
     /// Writes in flight, for read-your-writes.
     writes: Writes,
 }
@@ -354,12 +357,24 @@ impl Connection {
 
     /// Submits a write to the store thread; `done` runs there after the commit. Counted in
     /// [`Writes`], so that this connection's later reads see it.
+    ///
+    /// A write is submitted only once this connection's earlier reads are answered (their
+    /// replies written, or dropped with a closing connection): as when every request went through
+    /// the store thread, a connection's replies come in the order of its requests, and a write's
+    /// reply never overtakes the reply of a read asked before it. Without this, a reconnecting
+    /// client's pipelined resends (`Sync`, then `SendMessage`s) were acknowledged while its sync
+    /// page still waited for a reader, so under repeated cuts its sends completed while its sync
+    /// never got through: the client looked up to date (its own messages acknowledged as the
+    /// newest of each conversation) while whole ranges of others' messages were still missing.
+    /// Reads still run off the store thread, in their connection's turn; only this connection's
+    /// next write waits for them.
     pub(crate) async fn write<T, W, D>(&mut self, work: W, done: D)
     where
         T: Send + 'static,
         W: FnOnce(&rusqlite::Connection) -> ApiResult<T> + Send + 'static,
         D: FnOnce(ApiResult<T>) + Send + 'static,
     {
+        self.reads_answered().await;
         let written = self.writes.track();
         self.ctx
             .db
@@ -368,6 +383,15 @@ impl Connection {
                 done(r)
             })
             .await
+    }
+
+    /// Returns once no read of this connection is unanswered (every read permit is free), or the
+    /// connection is closing.
+    async fn reads_answered(&self) {
+        tokio::select! {
+            all = self.reads.acquire_many(self.max_reads) => drop(all),
+            _ = self.peer.kill.cancelled() => {}
+        }
     }
 
     /// A read permit: one of `reads_per_connection`, held until the read's reply is written.

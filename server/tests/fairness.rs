@@ -119,3 +119,69 @@ async fn reads_pipelined_behind_writes_see_them() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A write pipelined behind reads is answered after them: a connection's replies come in the
+/// order of its requests, though its reads run on reader threads. A reconnecting client sends
+/// `Sync` and then its unacknowledged messages again; when the acknowledgements overtook the
+/// sync page, a client whose connections kept being cut had its sends completed while its sync
+/// never got through, and looked up to date while missing others' messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_pipelined_behind_reads_is_acknowledged_after_their_replies() {
+    let server = TestServer::with_users(&["alice", "bob"]).await;
+    let url = server.url();
+    let mut bob = Client::login(&url, "bob", "phone").await;
+    let group = bob.group("heavy", &["alice"]).await;
+    let body = "h".repeat(BODY);
+    // Alice's backlog: a full sync page of small messages, then history pages of large ones.
+    let mut sends = vec![];
+    for i in 0..600 {
+        sends.push(bob.send(send_text(group.id, &format!("small{i}"), "small")).await);
+    }
+    for id in sends {
+        assert!(matches!(bob.wait_reply(id).await, reply::Result::Ack(_)));
+    }
+    for i in 0..20 {
+        bob.send_text(group.id, &format!("fill{i}"), &body).await;
+    }
+
+    let mut alice = Client::login(&url, "alice", "phone").await;
+    // Other connections keep the reader threads busy (they read none of their replies), so that
+    // alice's reads wait their turns while her send would not.
+    let mut others = vec![];
+    for i in 0..4 {
+        others.push(Client::login(&url, "bob", &format!("reader{i}")).await);
+    }
+    for other in &mut others {
+        for _ in 0..4 {
+            other.send(Request::History(v1::HistoryRequest { conversation_id: group.id, before_seq: 0, limit: 500 })).await;
+        }
+    }
+    let mut asked = vec![alice.send(Request::Sync(v1::SyncRequest { since: 0, limit: 500 })).await];
+    for _ in 0..3 {
+        asked.push(alice.send(Request::History(v1::HistoryRequest { conversation_id: group.id, before_seq: 0, limit: 500 })).await);
+    }
+    asked.push(alice.send(send_text(group.id, "a1", "after the reads")).await);
+
+    let mut order = vec![];
+    while order.len() < asked.len() {
+        assert!(alice.pump().await, "closed: {:?}", alice.closed);
+        for id in &asked {
+            if let Some(reply) = alice.take_reply(*id) {
+                let kind = match reply {
+                    reply::Result::History(h) => {
+                        assert!(h.messages.len() > 1, "{h:?}");
+                        "history"
+                    }
+                    reply::Result::Sync(page) => {
+                        assert!(page.events.len() > 100 && page.has_more, "{} events", page.events.len());
+                        "sync"
+                    }
+                    reply::Result::Ack(_) => "ack",
+                    other => panic!("{other:?}"),
+                };
+                order.push(kind);
+            }
+        }
+    }
+    assert_eq!(order, ["sync", "history", "history", "history", "ack"]);
+}
