@@ -58,16 +58,7 @@ impl Client {
     /// ```
     pub async fn open(config: ClientConfig) -> Result<Client> {
         let store = Store::open(&config.store)?;
-        let boot = store
-            .call(|c| {
-                Ok(Boot {
-                    username: settings::get(c, settings::USERNAME)?,
-                    token: settings::get(c, settings::TOKEN)?,
-                    cursor: settings::get(c, settings::CURSOR)?,
-                    outbox: messages::load_outbox(c)?,
-                })
-            })
-            .await?;
+        let boot = store.call(Boot::load).await?;
         let (commands, rx) = mpsc::channel(1024);
         let events = EventSender::new(4096);
         let initial = ConnectionState::Connecting;

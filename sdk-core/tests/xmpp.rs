@@ -454,32 +454,8 @@ async fn a_new_device_finds_groups_in_the_bookmarks(kind: ServerKind) {
     .await;
 }
 
-/// Every scenario above, once per server (Prosody, ejabberd, Openfire).
-macro_rules! against_each {
-    ($($name:ident),* $(,)?) => {
-        mod prosody {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(missive_testkit::xmpp::ServerKind::Prosody).await
-            })*
-        }
-        mod ejabberd {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(missive_testkit::xmpp::ServerKind::Ejabberd).await
-            })*
-        }
-        /// Needs `OPENFIRE_HOME` (`cargo xtask test` prepares it or skips these as NOT RUN).
-        mod openfire {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(missive_testkit::xmpp::ServerKind::Openfire).await
-            })*
-        }
-    };
-}
-
-against_each!(
+// Every scenario above, once per server (Prosody, ejabberd, Openfire).
+crate::against_each!(
     accounts_register_login_and_refuse_a_wrong_password,
     one_to_one_messages_with_delivery_and_read_receipts,
     offline_recipient_syncs_everything_once_in_order,

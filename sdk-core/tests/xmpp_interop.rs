@@ -119,31 +119,7 @@ async fn group_senders_are_shown_by_their_real_jids(kind: ServerKind) {
     carol.quit().await;
 }
 
-macro_rules! against_each {
-    ($($name:ident),* $(,)?) => {
-        mod prosody {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(missive_testkit::xmpp::ServerKind::Prosody).await
-            })*
-        }
-        mod ejabberd {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(missive_testkit::xmpp::ServerKind::Ejabberd).await
-            })*
-        }
-        /// Needs `OPENFIRE_HOME` (`cargo xtask test` prepares it or skips these as NOT RUN).
-        mod openfire {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(missive_testkit::xmpp::ServerKind::Openfire).await
-            })*
-        }
-    };
-}
-
-against_each!(
+crate::against_each!(
     messages_without_ids_or_reusing_one_are_all_kept,
     receipts_and_markers_follow_each_senders_request,
     group_senders_are_shown_by_their_real_jids,

@@ -78,6 +78,18 @@ pub(crate) struct Boot {
     pub outbox: Vec<messages::Unsent>,
 }
 
+impl Boot {
+    /// What an engine starts from: the account, its session, its sync position and its outbox.
+    pub(crate) fn load(c: &rusqlite::Connection) -> crate::Result<Boot> {
+        Ok(Boot {
+            username: settings::get(c, settings::USERNAME)?,
+            token: settings::get(c, settings::TOKEN)?,
+            cursor: settings::get(c, settings::CURSOR)?,
+            outbox: messages::load_outbox(c)?,
+        })
+    }
+}
+
 struct LiveLink {
     outgoing: mpsc::Sender<Outgoing>,
     incoming: mpsc::Receiver<Incoming>,
@@ -198,17 +210,7 @@ impl Engine {
     /// A new engine on the same channels, from what the store holds (after a panic). `None` if
     /// the store cannot be read: the client then stops.
     async fn rebuilt_from_store(self) -> Option<Engine> {
-        let boot = self
-            .store
-            .call(|c| {
-                Ok(Boot {
-                    username: settings::get(c, settings::USERNAME)?,
-                    token: settings::get(c, settings::TOKEN)?,
-                    cursor: settings::get(c, settings::CURSOR)?,
-                    outbox: messages::load_outbox(c)?,
-                })
-            })
-            .await;
+        let boot = self.store.call(Boot::load).await;
         let boot = match boot {
             Ok(boot) => boot,
             Err(e) => {

@@ -43,3 +43,30 @@ pub async fn registered(url: &str, name: &str, store: Option<&Path>) -> Client {
 pub fn jid(name: &str) -> String {
     format!("{name}@{DOMAIN}")
 }
+
+/// Runs each named scenario `async fn name(kind: ServerKind)` of a test file once per server:
+/// `prosody::name`, `ejabberd::name` and `openfire::name` (the last need `OPENFIRE_HOME`;
+/// `cargo xtask test` prepares it or reports them as NOT RUN).
+#[macro_export]
+macro_rules! against_each {
+    ($($name:ident),* $(,)?) => {
+        mod prosody {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(missive_testkit::xmpp::ServerKind::Prosody).await
+            })*
+        }
+        mod ejabberd {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(missive_testkit::xmpp::ServerKind::Ejabberd).await
+            })*
+        }
+        mod openfire {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(missive_testkit::xmpp::ServerKind::Openfire).await
+            })*
+        }
+    };
+}

@@ -648,8 +648,7 @@ impl LinkTask {
         if !bookmarked {
             self.bookmark(&room, &title).await?;
         }
-        let members = [self.me.clone(), inviter.clone()].into_iter().filter(|m| !m.is_empty()).collect();
-        let kind = RemoteEventKind::Membership { conversation: muc::group(&room, title, members), added: vec![self.me.clone()], removed: Vec::new() };
+        let kind = self.invited(&room, title, inviter.clone());
         self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await?;
         self.join(&room).await?;
         if untitled {
@@ -700,9 +699,14 @@ impl LinkTask {
             return Ok(());
         }
         self.bookmark(&room, &title).await?;
-        let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
-        let kind = RemoteEventKind::Membership { conversation: muc::group(&room, title, members), added: vec![self.me.clone()], removed: Vec::new() };
+        let kind = self.invited(&room, title, inviter);
         self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await
+    }
+
+    /// We are in the group `room` (invited by `inviter`, if known): the engine's event.
+    fn invited(&self, room: &str, title: String, inviter: String) -> RemoteEventKind {
+        let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
+        RemoteEventKind::Membership { conversation: muc::group(room, title, members), added: vec![self.me.clone()], removed: Vec::new() }
     }
 
     /// Reads again the archives that did not show a live message yet (see [`lag`]).
@@ -1195,12 +1199,7 @@ impl LinkTask {
                         }
                         bookmarked.push((room.clone(), title.clone()));
                         invited.push(room.clone());
-                        let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
-                        Some(RemoteEventKind::Membership {
-                            conversation: muc::group(&room, title, members),
-                            added: vec![self.me.clone()],
-                            removed: Vec::new(),
-                        })
+                        Some(self.invited(&room, title, inviter))
                     } else {
                         None
                     }
