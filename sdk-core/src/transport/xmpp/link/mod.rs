@@ -11,6 +11,8 @@
 //! acknowledgements are requested after every burst and answered when the server asks.
 
 mod bookmarks;
+mod groups;
+mod history;
 mod lag;
 mod muc;
 
@@ -25,6 +27,7 @@ use super::archive::{self, Cursor};
 use super::stanza::*;
 use super::xml::Element;
 use super::{Shared, SmCounters, SmSession, Ws, XmppConfig};
+use history::HistoryRead;
 use crate::model::{Body, ConversationKind, Presence, ReceiptKind};
 use crate::transport::*;
 
@@ -62,21 +65,6 @@ enum PendingIq {
     /// The name of a room we were invited to without one (Openfire drops the invitation's
     /// reason): the room and who invited us.
     RoomName { room: String, inviter: String },
-}
-
-/// An app's request for older messages, read from the archive a page of entries at a time
-/// until it holds `limit` messages (receipts and markers are archived too) or the archive ends.
-struct HistoryRead {
-    conversation: String,
-    /// Sequence numbers given out must stay below this (the page's upper bound).
-    below: u64,
-    limit: u32,
-    /// The time bound of the first page, kept for the next ones.
-    end: Option<String>,
-    /// Messages of the pages read so far, oldest first.
-    messages: Vec<RemoteMessage>,
-    pages: u32,
-    reply: Reply<HistoryPage>,
 }
 
 /// A running archive query.
@@ -478,22 +466,7 @@ impl LinkTask {
                 let _ = reply.send(Ok(Vec::new()));
             }
             Request::History { conversation, before_seq, before_id, limit, reply } => {
-                self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats.history_queries += 1;
-                // Page by archive id when the cache knows the message; by time otherwise.
-                let end = match (&before_id, before_seq) {
-                    (None, Some(s)) => Some(archive::format_stamp(s.saturating_sub(1))),
-                    _ => None,
-                };
-                let read = HistoryRead {
-                    conversation,
-                    below: before_seq.unwrap_or(u64::MAX),
-                    limit: limit.clamp(1, PAGE),
-                    end,
-                    messages: Vec::new(),
-                    pages: 0,
-                    reply,
-                };
-                self.read_history_page(read, before_id).await?;
+                self.start_history(conversation, before_seq, before_id, limit, reply).await?;
             }
             Request::MarkDelivered { conversation, message: reference, receipts, reply, .. } => {
                 if self.is_room(&conversation) {
@@ -635,78 +608,6 @@ impl LinkTask {
         }
         self.unseen = unseen;
         Ok(())
-    }
-
-    /// An invitation to a room (or a group found in the bookmarks: `bookmarked`): follow the
-    /// room (its archive is read from its start), join it, keep it in the bookmarks, and tell
-    /// the engine of the group.
-    async fn on_invitation(&mut self, room: String, title: String, inviter: String, bookmarked: bool) -> Flow {
-        if !self.cursor.follow(&room) {
-            return Ok(());
-        }
-        let untitled = title.is_empty();
-        if !bookmarked {
-            self.bookmark(&room, &title).await?;
-        }
-        let kind = self.invited(&room, title, inviter.clone());
-        self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await?;
-        self.join(&room).await?;
-        if untitled {
-            self.ask_room_name(room, inviter).await?;
-        }
-        Ok(())
-    }
-
-    /// Keeps a group in the account's bookmarks, for its other devices.
-    pub(super) async fn bookmark(&mut self, room: &str, title: &str) -> Flow {
-        if !self.bookmarks_node_created {
-            self.bookmarks_node_created = true;
-            let id = self.new_id("bm");
-            self.iqs.insert(id.clone(), PendingIq::Bookmark);
-            self.send(&bookmarks::create(&id)).await?;
-        }
-        let id = self.new_id("bm");
-        self.iqs.insert(id.clone(), PendingIq::Bookmark);
-        self.send(&bookmarks::publish(&id, room, title)).await
-    }
-
-    /// Takes a group we were removed from out of the bookmarks.
-    pub(super) async fn unbookmark(&mut self, room: &str) -> Flow {
-        let id = self.new_id("bm");
-        self.iqs.insert(id.clone(), PendingIq::Bookmark);
-        self.send(&bookmarks::retract(&id, room)).await
-    }
-
-    /// Asks a room for its name (XEP-0030: the identity's name, which is the title the group
-    /// was configured with).
-    async fn ask_room_name(&mut self, room: String, inviter: String) -> Flow {
-        let id = self.new_id("name");
-        let stanza = iq("get", &id, Some(&room), Element::new("query", NS_DISCO_INFO));
-        self.iqs.insert(id, PendingIq::RoomName { room, inviter });
-        self.send(&stanza).await
-    }
-
-    /// A room's name came back: the group's title.
-    async fn on_room_name(&mut self, room: String, inviter: String, answer: &Element) -> Flow {
-        let name = answer
-            .get_child("query", NS_DISCO_INFO)
-            .and_then(|q| q.elements().find(|c| c.is("identity", NS_DISCO_INFO) && c.get_attr("category") == Some("conference")))
-            .and_then(|i| i.get_attr("name"))
-            .filter(|n| !n.is_empty() && *n != bare(&room).split('@').next().unwrap_or(""))
-            .map(str::to_owned);
-        let Some(title) = name else { return Ok(()) };
-        if !self.cursor.archives.contains_key(&room) {
-            return Ok(());
-        }
-        self.bookmark(&room, &title).await?;
-        let kind = self.invited(&room, title, inviter);
-        self.emit(Incoming::Live(RemoteEvent { cursor: self.cursor.encode(), kind })).await
-    }
-
-    /// We are in the group `room` (invited by `inviter`, if known): the engine's event.
-    fn invited(&self, room: &str, title: String, inviter: String) -> RemoteEventKind {
-        let members = [self.me.clone(), inviter].into_iter().filter(|m| !m.is_empty()).collect();
-        RemoteEventKind::Membership { conversation: muc::group(room, title, members), added: vec![self.me.clone()], removed: Vec::new() }
     }
 
     /// Reads again the archives that did not show a live message yet (see [`lag`]).
@@ -1038,67 +939,6 @@ impl LinkTask {
                 self.on_history_page(read, results, complete).await
             }
         }
-    }
-
-    /// Asks the archive for the page of entries before `before_id` (or before the read's time
-    /// bound) for a history read.
-    async fn read_history_page(&mut self, mut read: HistoryRead, before_id: Option<String>) -> Flow {
-        let id = self.new_id("hist");
-        let room = self.is_room(&read.conversation);
-        let (archive, with) = if room { (Some(read.conversation.as_str()), None) } else { (None, Some(read.conversation.as_str())) };
-        let wanted = read.limit.saturating_sub(read.messages.len() as u32).max(1);
-        let stanza = mam_query_newest(&id, &id, archive, with, read.end.as_deref(), before_id.as_deref(), wanted);
-        read.pages += 1;
-        self.queries.insert(id.clone(), Query::new(read.conversation.clone(), false, false));
-        self.iqs.insert(id, PendingIq::History(read));
-        self.send(&stanza).await
-    }
-
-    /// A page of a history read arrived: read the next older one while the messages are too
-    /// few, else answer.
-    async fn on_history_page(&mut self, mut read: HistoryRead, results: Vec<Element>, complete: bool) -> Flow {
-        let conversation = read.conversation.clone();
-        let room = self.is_room(&conversation);
-        let oldest_entry = results.first().and_then(|r| r.get_attr("id")).map(str::to_owned);
-        let mut page = Vec::new();
-        for result in results {
-            if let Some(entry) = read_archived(&result, room.then_some(conversation.as_str()), &self.me) {
-                if let Archived::Message { conversation: c, sender, client_id, stable_client_id, reply_id, body, receipts } = entry.what {
-                    let sender = if room { self.occupant(&conversation, sender) } else { sender };
-                    page.push(RemoteMessage {
-                        server_id: entry.archive_id,
-                        conversation: c,
-                        seq: entry.stamp_us,
-                        sender,
-                        client_id,
-                        stable_client_id,
-                        reply_id,
-                        body,
-                        server_time_ms: (entry.stamp_us / 1000) as i64,
-                        receipts,
-                    });
-                }
-            }
-        }
-        page.append(&mut read.messages);
-        read.messages = page;
-        let more_wanted = read.messages.len() < read.limit as usize && read.pages < TAIL_PAGES;
-        if !complete && more_wanted {
-            if let Some(oldest) = oldest_entry {
-                return self.read_history_page(read, Some(oldest)).await;
-            }
-        }
-        // Newest first, each below the one after it: archive stamps may repeat (Prosody 0.12
-        // stamps whole seconds), positions in the archive do not.
-        let mut messages = read.messages;
-        messages.reverse();
-        let mut bound = read.below;
-        for m in &mut messages {
-            m.seq = m.seq.min(bound.saturating_sub(1));
-            bound = m.seq;
-        }
-        let _ = read.reply.send(Ok(HistoryPage { messages, has_more: !complete }));
-        Ok(())
     }
 
     /// An archive query ended: turn its results into events.
