@@ -8,7 +8,7 @@ use missive_testkit::xmpp::EjabberdCluster;
 use missive_testkit::xmpp::raw::{RawClient, attr};
 
 fn received(client: &mut RawClient, body: &str) -> String {
-    client.wait(Duration::from_secs(15), body, |e| e.starts_with("<message") && e.contains(body))
+    client.wait(Duration::from_secs(30), body, |e| e.starts_with("<message") && e.contains(body))
 }
 
 /// Logs in (no registration) binding `resource`, so that a user can be on both nodes at once.

@@ -21,7 +21,7 @@ mod openfire {
             if entries.iter().any(|e| e.contains(body)) {
                 return (entries, started.elapsed());
             }
-            assert!(started.elapsed() < Duration::from_secs(15), "{body:?} not in the archive of {archive:?} after 15 s: {entries:?}");
+            assert!(started.elapsed() < Duration::from_secs(30), "{body:?} not in the archive of {archive:?} after 30 s: {entries:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -58,7 +58,7 @@ mod openfire {
 
         // 1:1: delivered live, then in the recipient's archive (and the sender's).
         alice.message("bob@localhost", "chat", "hello bob");
-        let live = bob.wait(Duration::from_secs(10), "alice's message", |e| e.starts_with("<message") && e.contains("hello bob"));
+        let live = bob.wait(Duration::from_secs(30), "alice's message", |e| e.starts_with("<message") && e.contains("hello bob"));
         assert_eq!(attr(&live, "from").as_deref(), Some(alice.jid.as_str()));
         eprintln!("1:1 message as received: {live}");
         let (entries, delay) = archived(&mut bob, None, "hello bob");
@@ -71,7 +71,7 @@ mod openfire {
         // A room: created by joining, configured members-only and persistent.
         let room = format!("g1@{MUC_DOMAIN}");
         alice.send(&format!("<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
-        let joined = alice.wait(Duration::from_secs(10), "the room's self-presence", |e| e.starts_with("<presence") && e.contains("status code") && e.contains("110"));
+        let joined = alice.wait(Duration::from_secs(30), "the room's self-presence", |e| e.starts_with("<presence") && e.contains("status code") && e.contains("110"));
         assert!(joined.contains("201"), "a new room (status 201): {joined}");
         let form = alice.iq("get", Some(&room), "<query xmlns='http://jabber.org/protocol/muc#owner'/>");
         for field in ["muc#roomconfig_membersonly", "muc#roomconfig_persistentroom"] {
@@ -95,15 +95,15 @@ mod openfire {
 
         // Members only: bob is refused until he is a member.
         bob.send(&format!("<presence to='{room}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
-        let refused = bob.wait(Duration::from_secs(10), "a refusal", |e| e.starts_with("<presence") && attr(e, "type").as_deref() == Some("error"));
+        let refused = bob.wait(Duration::from_secs(30), "a refusal", |e| e.starts_with("<presence") && attr(e, "type").as_deref() == Some("error"));
         assert!(refused.contains("registration-required"), "a non-member is refused: {refused}");
         let member = alice.iq("set", Some(&room), "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='bob@localhost'/></query>");
         assert_eq!(attr(&member, "type").as_deref(), Some("result"), "bob made a member: {member}");
         bob.send(&format!("<presence to='{room}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
-        bob.wait(Duration::from_secs(10), "bob in the room", |e| e.starts_with("<presence") && e.contains("110"));
+        bob.wait(Duration::from_secs(30), "bob in the room", |e| e.starts_with("<presence") && e.contains("110"));
 
         alice.message(&room, "groupchat", "hello room");
-        let live = bob.wait(Duration::from_secs(10), "the room message", |e| e.starts_with("<message") && e.contains("hello room"));
+        let live = bob.wait(Duration::from_secs(30), "the room message", |e| e.starts_with("<message") && e.contains("hello room"));
         eprintln!("room message as received: {live}");
         let (entries, delay) = archived(&mut bob, Some(&room), "hello room");
         eprintln!("room message archived after {delay:?}; archive entry: {}", entries.last().expect("an entry"));
@@ -141,7 +141,7 @@ mod openfire {
         let mut carol = RawClient::login(&url, "carol", "carol-pw", true);
         let mut dave = RawClient::login(&url, "dave", "dave-pw", true);
         carol.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
-        let enabled = carol.wait(Duration::from_secs(10), "<enabled/>", |e| e.starts_with("<enabled"));
+        let enabled = carol.wait(Duration::from_secs(30), "<enabled/>", |e| e.starts_with("<enabled"));
         eprintln!("SM enabled: {enabled}");
         let previd = attr(&enabled, "id").expect("a resumption id");
         carol.drop_connection();
@@ -151,10 +151,10 @@ mod openfire {
         let mut again = RawClient::connect(&url).expect("connect");
         again.authenticate("carol", "carol-pw").expect("authenticate");
         again.send(&format!("<resume xmlns='urn:xmpp:sm:3' h='0' previd='{previd}'/>"));
-        let answer = again.wait(Duration::from_secs(10), "<resumed/> or <failed/>", |e| e.starts_with("<resumed") || e.starts_with("<failed"));
+        let answer = again.wait(Duration::from_secs(30), "<resumed/> or <failed/>", |e| e.starts_with("<resumed") || e.starts_with("<failed"));
         eprintln!("resumption: {answer}");
         assert!(answer.starts_with("<resumed"), "the session resumes: {answer}");
-        again.wait(Duration::from_secs(10), "the message sent while away", |e| e.starts_with("<message") && e.contains("while you were away"));
+        again.wait(Duration::from_secs(30), "the message sent while away", |e| e.starts_with("<message") && e.contains("while you were away"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ fn chat_and_archive(kind: ServerKind) {
     let mut alice = RawClient::login(&url, "alice", "alice-pw", true);
     let mut bob = RawClient::login(&url, "bob", "bob-pw", true);
     alice.message("bob@localhost", "chat", "hello bob");
-    bob.wait(Duration::from_secs(10), "alice's message", |e| e.starts_with("<message") && e.contains("hello bob"));
+    bob.wait(Duration::from_secs(30), "alice's message", |e| e.starts_with("<message") && e.contains("hello bob"));
     let bodies = |c: &mut RawClient| c.mam(None).iter().filter_map(|e| child_text(e, "body")).collect::<Vec<_>>();
     assert_eq!(bodies(&mut bob), ["hello bob"], "bob's archive");
     alice.close();

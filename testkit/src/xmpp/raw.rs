@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 use super::DOMAIN;
 
 /// How long a single answer is waited for.
-const ANSWER: Duration = Duration::from_secs(15);
+const ANSWER: Duration = Duration::from_secs(30);
 
 /// A connected XMPP stream.
 pub struct RawClient {
